@@ -1,0 +1,68 @@
+"""mnist_ct.artifacts: the one implementation of the on-disk contract between pipeline steps."""
+
+from .cli import Log, add_run_arguments, run_paths, run_step
+from .dataset import (
+    DATASET_KIND,
+    IMAGE_SHAPE,
+    NUM_CLASSES,
+    SPLITS,
+    Split,
+    check_split,
+    class_counts,
+    load_array,
+    read_dataset,
+    read_split,
+    write_dataset,
+)
+from .errors import EXIT_BAD_INPUT, EXIT_USAGE, ArtifactError, UsageError
+from .manifest import (
+    MANIFEST,
+    FileEntry,
+    Manifest,
+    Producer,
+    Staging,
+    atomic_write_bytes,
+    atomic_write_json,
+    publish,
+    read_manifest,
+    read_verified,
+    sha256_file,
+    verify_file,
+)
+from .paths import RunPaths, check_run_id
+
+__all__ = [
+    "DATASET_KIND",
+    "EXIT_BAD_INPUT",
+    "EXIT_USAGE",
+    "IMAGE_SHAPE",
+    "MANIFEST",
+    "NUM_CLASSES",
+    "SPLITS",
+    "ArtifactError",
+    "FileEntry",
+    "Log",
+    "Manifest",
+    "Producer",
+    "RunPaths",
+    "Split",
+    "Staging",
+    "UsageError",
+    "add_run_arguments",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "check_run_id",
+    "check_split",
+    "class_counts",
+    "load_array",
+    "publish",
+    "read_dataset",
+    "read_manifest",
+    "read_split",
+    "read_verified",
+    "run_paths",
+    "run_step",
+    "sha256_file",
+    "verify_file",
+    "write_dataset",
+]

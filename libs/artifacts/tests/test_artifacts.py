@@ -1,0 +1,155 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from mnist_ct.artifacts import (
+    ArtifactError,
+    Producer,
+    RunPaths,
+    Split,
+    UsageError,
+    publish,
+    read_dataset,
+    read_manifest,
+    read_split,
+    read_verified,
+    run_step,
+    write_dataset,
+)
+
+PRODUCER = Producer("preprocess", "0.1.0")
+
+
+def make_split(n: int, seed: int = 0) -> Split:
+    rng = np.random.default_rng(seed)
+    return Split(rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), np.arange(n) % 10)
+
+
+def test_run_paths_are_scoped_by_run_id(tmp_path):
+    p = RunPaths("r1", tmp_path / "d", tmp_path / "m", tmp_path / "x")
+    assert p.dataset == tmp_path / "d/runs/r1/dataset"
+    assert p.index == tmp_path / "m/runs/r1/index"
+    assert p.model_store == tmp_path / "x/model-store"
+
+
+@pytest.mark.parametrize("bad", ["", "../up", "a/b", "-x", "a..b", "x" * 129])
+def test_unsafe_run_ids_are_refused(bad):
+    with pytest.raises(UsageError, match="invalid run id"):
+        RunPaths(bad)
+
+
+def test_dataset_round_trip_with_counts(tmp_path):
+    train, test = make_split(50), make_split(20, 1)
+    m = write_dataset(tmp_path / "ds", {"train": train, "test": test}, PRODUCER, {"dataset": "t"})
+    assert m.meta["counts"]["train"] == {str(c): 5 for c in range(10)}
+    assert (tmp_path / "ds/manifest.json").is_file()
+    m2, splits = read_dataset(tmp_path / "ds")
+    assert m2.digest == m.digest and m2.producer == PRODUCER
+    np.testing.assert_array_equal(splits["train"].images, train.images)
+    np.testing.assert_array_equal(splits["test"].labels, test.labels)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_changed_byte_is_refused_naming_the_file(tmp_path):
+    write_dataset(tmp_path / "ds", {"train": make_split(10)}, PRODUCER, {})
+    f = tmp_path / "ds/train/images.npy"
+    data = bytearray(f.read_bytes())
+    data[-1] ^= 0xFF
+    f.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match=r"train/images.npy: sha256 .* does not match"):
+        read_split(tmp_path / "ds", "train")
+
+
+def test_truncated_file_is_refused(tmp_path):
+    write_dataset(tmp_path / "ds", {"train": make_split(10)}, PRODUCER, {})
+    f = tmp_path / "ds/train/labels.npy"
+    f.write_bytes(f.read_bytes()[:-8])
+    with pytest.raises(ArtifactError, match="labels.npy: size"):
+        read_verified(tmp_path / "ds")
+
+
+def test_missing_manifest_means_incomplete(tmp_path):
+    (tmp_path / "ds").mkdir()
+    with pytest.raises(ArtifactError, match="manifest missing"):
+        read_dataset(tmp_path / "ds")
+
+
+def test_wrong_kind_is_refused(tmp_path):
+    write_dataset(tmp_path / "ds", {"train": make_split(10)}, PRODUCER, {})
+    with pytest.raises(ArtifactError, match="kind is 'dataset', expected 'index'"):
+        read_manifest(tmp_path / "ds", "index")
+
+
+def test_bad_split_is_refused_before_publishing(tmp_path):
+    bad = Split(np.zeros((3, 28, 28), np.float32), np.zeros(3, np.int64))
+    with pytest.raises(ArtifactError, match="uint8"):
+        write_dataset(tmp_path / "ds", {"train": bad}, PRODUCER, {})
+    labels = Split(np.zeros((3, 28, 28), np.uint8), np.array([0, 1, 10]))
+    with pytest.raises(ArtifactError, match="0..9"):
+        write_dataset(tmp_path / "ds", {"train": labels}, PRODUCER, {})
+    assert not (tmp_path / "ds").exists()
+
+
+def test_exception_inside_publish_leaves_nothing(tmp_path):
+    with pytest.raises(RuntimeError):
+        with publish(tmp_path / "a", "x", PRODUCER) as s:
+            (s.path / "f.bin").write_bytes(b"x")
+            raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_republish_replaces_the_old_artifact(tmp_path):
+    for payload in (b"one", b"two"):
+        with publish(tmp_path / "a", "x", PRODUCER) as s:
+            (s.path / "f.bin").write_bytes(payload)
+    assert (tmp_path / "a/f.bin").read_bytes() == b"two"
+    assert [p.name for p in tmp_path.iterdir()] == ["a"]
+
+
+def test_killed_mid_write_leaves_no_manifest_and_reader_refuses(tmp_path):
+    # A real SIGKILL in the middle of a publish: no finished folder may appear.
+    script = textwrap.dedent(
+        f"""
+        import os, signal, numpy as np
+        from mnist_ct.artifacts import Producer, publish
+        with publish({str(tmp_path / "ds")!r}, "dataset", Producer("preprocess", "0")) as s:
+            (s.path / "train").mkdir()
+            np.save(s.path / "train" / "images.npy", np.zeros((100, 28, 28), np.uint8))
+            os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script])
+    assert proc.returncode == -signal.SIGKILL
+    assert not (tmp_path / "ds").exists()
+    staged = [p for p in tmp_path.iterdir() if p.name.startswith(".ds.staging-")]
+    assert len(staged) == 1 and not (staged[0] / "manifest.json").exists()
+    with pytest.raises(ArtifactError, match="not found"):
+        read_dataset(tmp_path / "ds")
+    # A reader pointed at the partial folder itself refuses it too.
+    with pytest.raises(ArtifactError, match="manifest missing"):
+        read_dataset(staged[0])
+
+
+def test_run_step_turns_errors_into_one_line_and_exit_3(capsys):
+    def work():
+        raise ArtifactError("/data/x: broken; rerun preprocess")
+
+    assert run_step("validate", work) == 3
+    err = capsys.readouterr().err
+    assert err == "validate: error: /data/x: broken; rerun preprocess\n"
+    assert run_step("validate", lambda: (_ for _ in ()).throw(UsageError("bad flag"))) == 2
+
+
+def test_manifest_json_is_readable_and_sorted(tmp_path):
+    write_dataset(tmp_path / "ds", {"train": make_split(10)}, PRODUCER, {"dataset": "t"})
+    doc = json.loads((tmp_path / "ds/manifest.json").read_text())
+    assert doc["schema"] == "mnist-ct/artifact/v1"
+    assert list(doc["files"]) == sorted(doc["files"])
+    assert doc["producer"] == {"step": "preprocess", "version": "0.1.0"}
+    assert os.path.getsize(tmp_path / "ds/train/images.npy") == doc["files"]["train/images.npy"]["bytes"]
