@@ -1,0 +1,108 @@
+"""orchestration/images.lock.json: per package, its version and input hash; per step, its pinned image.
+
+Pure standard library, so the noxfile (change detection, build-changed) can use it without kfp.
+
+    {
+      "registry": "ghcr.io/mnist-ct",
+      "packages": {
+        "preprocess": {"version": "0.1.0", "input_hash": "sha256:...",
+                       "image": "ghcr.io/mnist-ct/mnist-ct-preprocess", "digest": "sha256:..."},
+        "artifacts": {"version": "0.1.0", "input_hash": "sha256:..."}
+      }
+    }
+
+Only steps have `image` and `digest`; `input_hash` and `digest` are null until the first build.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+LOCK_PATH = Path(__file__).resolve().parents[3] / "images.lock.json"
+DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+STEPS = ("preprocess", "validate", "train_model", "embedding", "train_faiss", "analysis", "deploy")
+
+
+class LockError(Exception):
+    """The lock is missing, malformed, or does not pin what is asked of it (one line)."""
+
+
+@dataclass(frozen=True)
+class LockEntry:
+    version: str
+    input_hash: str | None = None
+    image: str | None = None  # repository without tag or digest, e.g. ghcr.io/mnist-ct/mnist-ct-deploy
+    digest: str | None = None  # sha256:<64 hex> as returned by the registry
+
+    @property
+    def pinned(self) -> bool:
+        return self.image is not None and self.digest is not None and bool(DIGEST.match(self.digest))
+
+    def reference(self) -> str:
+        """`repo@sha256:...`; LockError if the entry is not pinned by a well-formed digest."""
+        if self.image is None:
+            raise LockError("no image repository")
+        if self.digest is None:
+            raise LockError(f"{self.image} is not pinned (no digest yet; run `nox -s build-changed`)")
+        if not DIGEST.match(self.digest):
+            raise LockError(f"{self.image}: digest {self.digest!r} is not sha256:<64 hex digits>")
+        return f"{self.image}@{self.digest}"
+
+
+@dataclass
+class Lock:
+    registry: str
+    packages: dict[str, LockEntry]
+
+    def entry(self, name: str) -> LockEntry:
+        if name not in self.packages:
+            raise LockError(f"{name}: no entry in the image lock; add it with `nox -s build-changed`")
+        return self.packages[name]
+
+    def image_ref(self, step: str) -> str:
+        """The pinned `repo@sha256:...` of a step; LockError naming the step otherwise."""
+        try:
+            return self.entry(step).reference()
+        except LockError as e:
+            raise LockError(f"step {step}: {e}") from None
+
+    def unpinned(self, steps: tuple[str, ...] = STEPS) -> list[str]:
+        return [s for s in steps if s not in self.packages or not self.packages[s].pinned]
+
+    def to_json(self) -> dict:
+        packages = {}
+        for name in sorted(self.packages):
+            e = self.packages[name]
+            doc = {"version": e.version, "input_hash": e.input_hash}
+            if e.image is not None:
+                doc |= {"image": e.image, "digest": e.digest}
+            packages[name] = doc
+        return {"registry": self.registry, "packages": packages}
+
+
+def read_lock(path: Path = LOCK_PATH) -> Lock:
+    try:
+        doc = json.loads(Path(path).read_text())
+        packages = {}
+        for name, e in doc["packages"].items():
+            image = e.get("image")
+            if image is not None and ("@" in image or ":" in image.rsplit("/", 1)[-1]):
+                raise LockError(f"{path}: {name}: image {image!r} must be a repository, without tag or digest")
+            packages[name] = LockEntry(e["version"], e.get("input_hash"), image, e.get("digest"))
+        return Lock(doc["registry"], packages)
+    except FileNotFoundError:
+        raise LockError(f"{path}: image lock not found") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise LockError(f"{path}: malformed image lock ({e.__class__.__name__}: {e})") from None
+
+
+def write_lock(lock: Lock, path: Path = LOCK_PATH) -> None:
+    """Write atomically (temp sibling + rename), sorted, so diffs stay small."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(lock.to_json(), indent=2) + "\n")
+    os.replace(tmp, path)
