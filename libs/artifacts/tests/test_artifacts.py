@@ -10,17 +10,21 @@ import pytest
 
 from mnist_ct.artifacts import (
     ArtifactError,
+    Embeddings,
     Producer,
     RunPaths,
     Split,
     UsageError,
+    check_embeddings,
     publish,
     read_dataset,
+    read_embeddings,
     read_manifest,
     read_split,
     read_verified,
     run_step,
     write_dataset,
+    write_embeddings,
 )
 
 PRODUCER = Producer("preprocess", "0.1.0")
@@ -153,3 +157,37 @@ def test_manifest_json_is_readable_and_sorted(tmp_path):
     assert list(doc["files"]) == sorted(doc["files"])
     assert doc["producer"] == {"step": "preprocess", "version": "0.1.0"}
     assert os.path.getsize(tmp_path / "ds/train/images.npy") == doc["files"]["train/images.npy"]["bytes"]
+
+
+def unit_rows(n: int, d: int = 8, seed: int = 0) -> np.ndarray:
+    v = np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def test_embeddings_round_trip(tmp_path):
+    e = Embeddings(unit_rows(20), np.arange(20) % 10)
+    m = write_embeddings(
+        tmp_path / "emb", {"train": e, "test": e}, Producer("embedding", "0.1.0"), {"model": "abc"}, {}
+    )
+    assert m.meta["dim"] == 8 and m.inputs == {"model": "abc"}
+    _, splits = read_embeddings(tmp_path / "emb", mmap=True)
+    np.testing.assert_array_equal(splits["test"].vectors, e.vectors)
+
+
+@pytest.mark.parametrize(
+    ("vectors", "message"),
+    [
+        (np.full((4, 8), np.nan, np.float32), "NaN"),
+        (unit_rows(4) * 2, "not L2-normalised"),
+        (unit_rows(4).astype(np.float64), "float32"),
+    ],
+)
+def test_bad_embeddings_are_refused(tmp_path, vectors, message):
+    with pytest.raises(ArtifactError, match=message):
+        write_embeddings(tmp_path / "e", {"train": Embeddings(vectors, np.zeros(4, np.int64))}, PRODUCER, {}, {})
+    assert not (tmp_path / "e").exists()
+
+
+def test_embedding_and_label_count_mismatch_is_refused(tmp_path):
+    with pytest.raises(ArtifactError, match="4 embeddings but 3 labels"):
+        check_embeddings("train", Embeddings(unit_rows(4), np.zeros(3, np.int64)))

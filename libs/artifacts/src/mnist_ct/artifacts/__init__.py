@@ -14,6 +14,7 @@ from .dataset import (
     read_split,
     write_dataset,
 )
+from .embeddings import EMBEDDINGS_KIND, Embeddings, check_embeddings, read_embeddings, write_embeddings
 from .errors import EXIT_BAD_INPUT, EXIT_USAGE, ArtifactError, UsageError
 from .manifest import (
     MANIFEST,
@@ -33,6 +34,11 @@ from .paths import RunPaths, check_run_id
 
 __all__ = [
     "DATASET_KIND",
+    "EMBEDDINGS_KIND",
+    "Embeddings",
+    "check_embeddings",
+    "read_embeddings",
+    "write_embeddings",
     "EXIT_BAD_INPUT",
     "EXIT_USAGE",
     "IMAGE_SHAPE",

@@ -37,12 +37,16 @@ def check_split(name: str, split: Split) -> None:
     im, lb = split.images, split.labels
     if im.dtype != np.uint8 or im.ndim != 3 or im.shape[1:] != IMAGE_SHAPE:
         raise ArtifactError(f"split {name}: images must be uint8 [N,28,28], got {im.dtype} {list(im.shape)}")
-    if lb.ndim != 1 or not np.issubdtype(lb.dtype, np.integer):
-        raise ArtifactError(f"split {name}: labels must be integer [N], got {lb.dtype} {list(lb.shape)}")
     if len(im) != len(lb):
         raise ArtifactError(f"split {name}: {len(im)} images but {len(lb)} labels")
-    if len(lb) and (lb.min() < 0 or lb.max() >= NUM_CLASSES):
-        raise ArtifactError(f"split {name}: labels must be in 0..9, found {int(lb.min())}..{int(lb.max())}")
+    _ensure_labels(f"split {name}", lb)
+
+
+def _ensure_labels(name: str, labels: np.ndarray) -> None:
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise ArtifactError(f"{name}: labels must be integer [N], got {labels.dtype} {list(labels.shape)}")
+    if len(labels) and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
+        raise ArtifactError(f"{name}: labels must be in 0..9, found {int(labels.min())}..{int(labels.max())}")
 
 
 def write_dataset(folder: Path, splits: dict[str, Split], producer: Producer, meta: dict[str, Any]) -> Manifest:
