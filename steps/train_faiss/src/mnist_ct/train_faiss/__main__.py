@@ -1,0 +1,69 @@
+"""python -m mnist_ct.train_faiss: argument parsing and exit codes only."""
+
+from __future__ import annotations
+
+import argparse
+
+from mnist_ct.artifacts import Log, add_run_arguments, run_paths, run_step
+
+from .step import STEP, Options, train_faiss
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m mnist_ct.train_faiss",
+        description=(
+            "Build a FAISS index (inner product) over the gallery embeddings (train split) of run R, with "
+            "their labels, and report its recall@1 and @10 against exact search on the queries (test split). "
+            "Reads <model-root>/runs/R/embeddings; writes <model-root>/runs/R/index/{index.faiss,labels.npy,"
+            "index.json}."
+        ),
+    )
+    add_run_arguments(parser)
+    parser.add_argument(
+        "--index",
+        default="Flat",
+        help="FAISS index_factory string: Flat (exact, default), HNSW32, IVF64,Flat, IVF64,PQ8, OPQ8,IVF64,PQ8, ...",
+    )
+    parser.add_argument(
+        "--nprobe",
+        type=_positive,
+        help="IVF only: inverted lists searched per query (default: about sqrt(nlist), at most nlist)",
+    )
+    parser.add_argument("--ef-search", type=_positive, help="HNSW only: search beam width efSearch (default: 64)")
+    parser.add_argument(
+        "--threads",
+        type=_non_negative,
+        default=0,
+        help="FAISS (OpenMP) threads; 0 leaves FAISS's default, every core it sees (default: %(default)s)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    options = Options(index=args.index, nprobe=args.nprobe, ef_search=args.ef_search, threads=args.threads)
+
+    def work() -> int:
+        train_faiss(run_paths(args), options, Log(STEP, args.quiet))
+        return 0
+
+    return run_step(STEP, work)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
