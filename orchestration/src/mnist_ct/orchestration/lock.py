@@ -16,6 +16,7 @@ Only steps have `image` and `digest`; `input_hash` and `digest` are null until t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -72,6 +73,11 @@ class Lock:
 
     def unpinned(self, steps: tuple[str, ...] = STEPS) -> list[str]:
         return [s for s in steps if s not in self.packages or not self.packages[s].pinned]
+
+    def content_hash(self) -> str:
+        """sha256 (hex) of the lock's canonical JSON: names a pipeline release, whatever the file's layout."""
+        canonical = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
 
     def to_json(self) -> dict:
         packages = {}
