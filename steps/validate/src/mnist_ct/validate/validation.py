@@ -1,0 +1,180 @@
+"""Read a data set leniently, run every check on it, and publish the report.
+
+The manifest and checksums are checked through mnist_ct.artifacts; the arrays are then loaded
+without the contract's own refusal (never with pickle), so that a broken data set becomes a list of
+failed checks, each naming its file, rather than the first error only.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mnist_ct.artifacts import (
+    DATASET_KIND,
+    MANIFEST,
+    SPLITS,
+    ArtifactError,
+    Manifest,
+    Producer,
+    publish,
+    read_manifest,
+    verify_file,
+)
+
+from . import checks as c
+
+VALIDATION_KIND = "validation"
+REPORT = "report.json"
+
+
+@dataclass
+class Report:
+    dataset: Path
+    checks: list[c.Check]
+    thresholds: c.Thresholds
+    manifest: Manifest | None = None
+    reference: Path | None = None
+
+    @property
+    def failures(self) -> list[c.Check]:
+        return [check for check in self.checks if check.failed]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def to_json(self) -> dict[str, Any]:
+        counts = {status: sum(ch.status == status for ch in self.checks) for status in (c.PASS, c.FAIL, c.SKIP)}
+        return {
+            "passed": self.passed,
+            "dataset": str(self.dataset),
+            "dataset_manifest_sha256": self.manifest.digest if self.manifest else None,
+            "reference_manifest": str(self.reference) if self.reference else None,
+            "summary": counts,
+            "thresholds": self.thresholds.to_json(),
+            "checks": [check.to_json() for check in self.checks],
+        }
+
+
+def load_leniently(path: Path) -> np.ndarray | str:
+    """The array in `path`, or why it cannot be read (never unpickles)."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        return f"{path}: not a readable .npy array ({e})"
+
+
+def validate(folder: Path, thresholds: c.Thresholds, reference: Path | None = None) -> Report:
+    """Every check on the data set in `folder` (and drift against `reference`, if given)."""
+    folder = Path(folder)
+    report = Report(folder, [], thresholds, reference=reference)
+    checks = report.checks
+    try:
+        manifest = read_manifest(folder, DATASET_KIND)
+    except ArtifactError as e:
+        checks.append(c.judged("manifest", "", False, None, "a dataset manifest", str(e)))
+        return report
+    report.manifest = manifest
+    producer = f"{manifest.producer.step} {manifest.producer.version}"
+    checks.append(
+        c.judged("manifest", "", True, producer, "a dataset manifest", f"{folder / MANIFEST}: made by {producer}")
+    )
+    for rel in sorted(manifest.files):
+        try:
+            verify_file(folder, manifest, rel)
+            checks.append(c.judged("checksum", rel, True, "sha256 ok", "manifest sha256", f"{folder / rel}: ok"))
+        except ArtifactError as e:
+            checks.append(c.judged("checksum", rel, False, "mismatch", "manifest sha256", str(e)))
+
+    images: dict[str, np.ndarray] = {}
+    for split in SPLITS:
+        arrays = _load_split(folder, manifest, split, checks)
+        if arrays is None:
+            continue
+        split_images, labels = arrays
+        images[split] = split_images
+        checks.extend(_split_checks(folder / split, split, split_images, labels, manifest, thresholds))
+
+    if "train" in images and "test" in images:
+        checks.append(c.check_leakage(images["train"], images["test"], thresholds.max_leakage, str(folder)))
+    else:
+        checks.append(c.skipped("leakage", "", thresholds.max_leakage, "needs both a train and a test split"))
+    if reference is not None:
+        checks.extend(_drift_checks(folder, images, reference, thresholds.drift_tolerance))
+    return report
+
+
+def _load_split(folder: Path, manifest: Manifest, split: str, checks: list[c.Check]) -> tuple | None:
+    rels = [f"{split}/images.npy", f"{split}/labels.npy"]
+    missing = [rel for rel in rels if rel not in manifest.files or not (folder / rel).is_file()]
+    if missing:
+        message = f"{folder / missing[0]}: missing, so the data set has no complete {split!r} split"
+        checks.append(c.judged("split_present", split, False, missing, rels, message))
+        return None
+    checks.append(c.judged("split_present", split, True, rels, rels, f"{folder / split}: images and labels"))
+    loaded = [load_leniently(folder / rel) for rel in rels]
+    errors = [x for x in loaded if isinstance(x, str)]
+    for error in errors:
+        checks.append(c.judged("readable", split, False, None, ".npy without pickle", error))
+    return None if errors else (loaded[0], loaded[1])
+
+
+def _split_checks(
+    where: Path, split: str, images: np.ndarray, labels: np.ndarray, manifest: Manifest, t: c.Thresholds
+) -> list[c.Check]:
+    images_at, labels_at = str(where / "images.npy"), str(where / "labels.npy")
+    result = [
+        c.check_not_empty(split, labels, labels_at),
+        c.check_image_format(split, images, images_at),
+        c.check_label_format(split, labels, int(images.shape[0]) if images.ndim else 0, labels_at),
+        c.check_labels_in_range(split, labels, labels_at),
+        c.check_pixel_range(split, images, images_at),
+        *c.check_pixel_stats(split, images, t, images_at),
+    ]
+    if labels.ndim == 1 and len(labels) > 0:
+        result += [
+            c.check_classes_present(split, labels, labels_at),
+            c.check_class_balance(split, labels, t.min_class_ratio, labels_at),
+            c.check_counts_match_manifest(split, labels, manifest.meta.get("counts", {}).get(split), labels_at),
+        ]
+    else:
+        reason = "no labels"
+        result += [
+            c.skipped("classes_present", split, "all of 0..9", reason),
+            c.skipped("class_balance", split, t.min_class_ratio, reason),
+            c.skipped("counts_match_manifest", split, "meta.counts", reason),
+        ]
+    return result
+
+
+def _drift_checks(folder: Path, images: dict[str, np.ndarray], reference: Path, tolerance: float) -> list[c.Check]:
+    ref_folder = reference.parent if reference.name == MANIFEST else reference
+    try:
+        ref = read_manifest(ref_folder, DATASET_KIND)
+    except ArtifactError as e:
+        return [c.judged("drift", "", False, None, tolerance, f"reference: {e}")]
+    stats = ref.meta.get("pixel_stats", {}) if isinstance(ref.meta.get("pixel_stats"), dict) else {}
+    return [
+        c.check_drift(split, images[split], stats.get(split), tolerance, str(folder / split / "images.npy"))
+        for split in SPLITS
+        if split in images
+    ]
+
+
+def publish_report(report: Report, destination: Path, producer: Producer) -> Manifest:
+    """Write report.json as the run's validation artifact (kind "validation"), failed or not."""
+    inputs = {"dataset": report.manifest.digest} if report.manifest else {}
+    with publish(destination, VALIDATION_KIND, producer, inputs) as staging:
+        (staging.path / REPORT).write_text(json.dumps(report.to_json(), indent=2) + "\n")
+        staging.meta.update(
+            passed=report.passed,
+            failed=[check.label for check in report.failures],
+            dataset=report.manifest.meta.get("dataset") if report.manifest else None,
+        )
+    assert staging.manifest is not None
+    return staging.manifest
