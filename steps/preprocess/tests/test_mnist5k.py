@@ -48,3 +48,13 @@ def test_label_out_of_range_is_refused(tmp_path):
 def test_pixel_out_of_range_is_refused(tmp_path):
     with pytest.raises(ArtifactError, match=r"pixel values must be whole numbers in 0..255"):
         read_mnist_csv(write_csv(tmp_path / "d.csv.gz", [[256] + [0] * 783 + [1]]))
+
+
+def test_decimal_values_are_accepted_when_whole(tmp_path):
+    split = read_mnist_csv(write_csv(tmp_path / "d.csv.gz", [["0.0"] * 783 + ["255.0", "2.0"]]))
+    assert split.labels.tolist() == [2] and split.images[0, 27, 27] == 255
+
+
+def test_non_numeric_csv_is_refused(tmp_path):
+    with pytest.raises(ArtifactError, match=r"d.csv.gz: not a numeric CSV"):
+        read_mnist_csv(write_csv(tmp_path / "d.csv.gz", [["x"] * 785]))
