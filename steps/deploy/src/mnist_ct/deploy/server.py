@@ -1,0 +1,249 @@
+"""A local TorchServe on 127.0.0.1 serving a deploy root's live archive (for `serve`, tests, benchmarks).
+
+TorchServe keeps its pid file and worker sockets in the temporary folder and writes logs/ into
+its working directory, so each LocalServer gets a private, short temporary folder (TMPDIR, TEMP,
+and the JVM's java.io.tmpdir, where it also unpacks the archive) and its own work folder:
+several can run on one machine, each on its own ports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from mnist_ct.artifacts import ArtifactError
+
+from . import serving_config
+from .archive import inspect_archive
+from .serving_config import ServingOptions
+
+CONFIG_RELATIVE = Path("config") / "config.properties"
+PORT_NAMES = ("inference", "management", "metrics", "grpc_inference", "grpc_management")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _http_json(url: str, timeout: float = 2.0) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return json.loads(r.read())
+
+
+def _torchserve_launcher() -> list[str]:
+    exe = Path(sys.executable).with_name("torchserve")
+    return [str(exe)] if exe.is_file() else [sys.executable, "-m", "ts.model_server"]
+
+
+@dataclass
+class LocalServer:
+    """TorchServe serving `<deploy_root>/model-store/<model>.mar` as configured in config/config.properties.
+
+    `ports`: 0 (the default) picks a free port. `overrides`: ServingOptions fields to change
+    (e.g. batch_size=1 to compare batching off).
+    """
+
+    deploy_root: Path
+    ports: dict[str, int] = field(default_factory=dict)
+    overrides: dict[str, int] = field(default_factory=dict)
+    workdir: Path | None = None
+    ready_timeout_s: float = 180.0
+    model_name: str = ""
+    version: str = ""
+    options: ServingOptions = field(default_factory=ServingOptions)
+    _tmp: Path | None = None
+    _own_workdir: bool = False
+    _log_file: Any = None
+
+    @property
+    def inference_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['inference']}"
+
+    @property
+    def management_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['management']}"
+
+    @property
+    def predict_url(self) -> str:
+        return f"{self.inference_url}/predictions/{self.model_name}"
+
+    def _prepare(self) -> list[str]:
+        root = Path(self.deploy_root).resolve()
+        config = root / CONFIG_RELATIVE
+        if not config.is_file():
+            raise ArtifactError(f"{config}: missing; run deploy first (it writes the TorchServe configuration)")
+        props = serving_config.parse(config.read_text(), config)
+        self.model_name, options = serving_config.snapshot_of(props, config)
+        self.options = replace(options, **self.overrides)
+        mar = root / "model-store" / f"{self.model_name}.mar"
+        self.version = inspect_archive(mar).version
+        if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+            raise ArtifactError("java not found: TorchServe needs a Java 17 runtime (openjdk-17-jre-headless)")
+        self.ports = {name: self.ports.get(name) or free_port() for name in PORT_NAMES}
+        if self.workdir is None:
+            self.workdir = Path(tempfile.mkdtemp(prefix="mnist-ct-serve-"))
+            self._own_workdir = True
+        self.workdir = Path(self.workdir).resolve()
+        (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
+        # Unix socket paths are limited to ~107 bytes: keep this one short, whatever the workdir.
+        self._tmp = Path(tempfile.mkdtemp(prefix="ts-", dir="/tmp"))
+        local = serving_config.local_properties(self.model_name, self.options, root / "model-store", self.ports)
+        local["vmargs"] = f"-Xmx1g -Djava.io.tmpdir={self._tmp}"
+        (self.workdir / "config.properties").write_text(serving_config.render(local, ["local mnist-ct serve"]))
+        return [
+            *_torchserve_launcher(),
+            "--start",
+            "--ncs",
+            "--disable-token-auth",
+            "--ts-config",
+            str(self.workdir / "config.properties"),
+            "--model-store",
+            str(root / "model-store"),
+        ]
+
+    def _env(self) -> dict[str, str]:
+        assert self._tmp is not None and self.workdir is not None
+        return {
+            **os.environ,
+            "TMPDIR": str(self._tmp),
+            "TEMP": str(self._tmp),
+            "LOG_LOCATION": str(self.workdir / "logs"),
+            "METRICS_LOCATION": str(self.workdir / "logs"),
+            "OMP_NUM_THREADS": "1",
+        }
+
+    def start(self) -> LocalServer:
+        """Start TorchServe and wait until a worker of the model is READY (not just /ping)."""
+        cmd = self._prepare()
+        assert self.workdir is not None
+        self._log_file = open(self.workdir / "logs" / "console.log", "ab")  # noqa: SIM115 - closed in stop()
+        done = subprocess.run(cmd, cwd=self.workdir, env=self._env(), stdout=self._log_file, stderr=self._log_file)
+        if done.returncode != 0:
+            self.stop()
+            raise ArtifactError(f"torchserve --start failed (exit {done.returncode}); see {self.workdir}/logs")
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def pid(self) -> int | None:
+        pid_file = (self._tmp or Path("/nonexistent")) / ".model_server.pid"
+        try:
+            return int(pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def alive(self) -> bool:
+        pid = self.pid()
+        if pid is None:
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def model_status(self) -> list[dict[str, Any]]:
+        """GET /models/<model> on the management API: one entry per version, with its workers."""
+        return _http_json(f"{self.management_url}/models/{self.model_name}")
+
+    def ready_workers(self) -> int:
+        try:
+            status = self.model_status()
+        except (OSError, ValueError):
+            return 0
+        return sum(w.get("status") == "READY" for entry in status for w in entry.get("workers", []))
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + self.ready_timeout_s
+        while time.monotonic() < deadline:
+            if self.ready_workers() >= 1:
+                return
+            if not self.alive():
+                raise ArtifactError(f"TorchServe exited while loading the model; see {self._log_hint()}")
+            time.sleep(0.25)
+        raise ArtifactError(f"no READY worker after {self.ready_timeout_s:.0f} s; see {self._log_hint()}")
+
+    def _log_hint(self) -> str:
+        return f"{self.workdir}/logs/ts_log.log and model_log.log"
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Stop TorchServe (frontend and workers) and remove its temporary folder."""
+        pid = self.pid()
+        if pid is not None and self.alive():
+            subprocess.run(
+                [*_torchserve_launcher(), "--stop"],
+                cwd=self.workdir,
+                env=self._env(),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=timeout_s,
+                check=False,
+            )
+            deadline = time.monotonic() + timeout_s
+            while self.alive() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if self.alive():
+                _kill_tree(pid)
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    def __enter__(self) -> LocalServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL the frontend and its Python workers (psutil comes with torchserve)."""
+    try:
+        import psutil
+
+        procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    except Exception:  # noqa: BLE001 - already gone, or no psutil: kill what we know
+        procs = []
+    for p in procs:
+        with contextlib.suppress(Exception):
+            p.kill()
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def fetch(
+    url: str, data: bytes | None = None, content_type: str = "image/png", timeout: float = 30.0
+) -> tuple[int, Any]:
+    """POST `data` (GET if None) and return (status, parsed JSON or text): a tiny client for tests and tools."""
+    request = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET")
+    if data is not None:
+        request.add_header("Content-Type", content_type)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as r:
+            status, body = r.status, r.read()
+    except urllib.error.HTTPError as e:
+        status, body = e.code, e.read()
+    try:
+        return status, json.loads(body)
+    except ValueError:
+        return status, body.decode(errors="replace")

