@@ -1,5 +1,5 @@
 import numpy as np
-from datasets import digits
+from tiny_datasets import digits
 
 from mnist_ct.validate import checks as c
 

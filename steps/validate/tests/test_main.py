@@ -5,7 +5,7 @@ import sys
 
 import numpy as np
 import pytest
-from datasets import good_splits, write_good, write_raw
+from tiny_datasets import good_splits, write_good, write_raw
 
 from mnist_ct.artifacts import read_manifest
 from mnist_ct.validate.__main__ import main
