@@ -1,0 +1,264 @@
+"""report.html: one self-contained page (figures inline as PNG data URIs, no external references)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+from PIL import Image
+from sklearn.decomposition import PCA
+
+from .lineage import LineageEntry
+from .metrics import CLASSES, Evaluation, top_confusion
+
+PROJECTION_POINTS = 3000  # queries drawn in the 2-D projection (all errors among them)
+PCA_FIT_POINTS = 5000  # gallery vectors the projection is fitted on
+
+
+def png_data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def figure_png(fig: Figure, dpi: int = 100) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", metadata={"Software": None})
+    return buf.getvalue()
+
+
+def digit_png(image: np.ndarray) -> bytes:
+    """A 28x28 uint8 digit as a grayscale PNG (scaled in the page, pixelated)."""
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def confusion_figure(evaluation: Evaluation) -> bytes:
+    """Heatmap: colour is the share of the true class (so rare mistakes show), text the count."""
+    counts = evaluation.confusion
+    support = np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    share = counts / support
+    fig = Figure(figsize=(6.4, 5.6))
+    ax = fig.subplots()
+    im = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
+    for t in CLASSES:
+        for p in CLASSES:
+            if counts[t, p]:
+                colour = "white" if share[t, p] > 0.5 else ("#b00020" if t != p else "black")
+                ax.text(p, t, str(int(counts[t, p])), ha="center", va="center", fontsize=8, color=colour)
+    ax.set_xticks(CLASSES)
+    ax.set_yticks(CLASSES)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("Confusion matrix (colour: share of the true class)")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    return figure_png(fig)
+
+
+def projection_figure(
+    gallery: np.ndarray, queries: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, seed: int = 0
+) -> bytes:
+    """The queries in the first two principal components of the gallery embeddings; errors marked."""
+    rng = np.random.default_rng(seed)
+    fit = gallery if len(gallery) <= PCA_FIT_POINTS else gallery[rng.choice(len(gallery), PCA_FIT_POINTS, False)]
+    components = min(2, fit.shape[1], len(fit))
+    pca = PCA(n_components=components, random_state=seed).fit(fit)
+    xy = pca.transform(queries)
+    if components < 2:
+        xy = np.column_stack([xy[:, 0] if components else np.zeros(len(queries)), np.zeros(len(queries))])
+    wrong = np.flatnonzero(y_true != y_pred)
+    right = np.flatnonzero(y_true == y_pred)
+    if len(right) + len(wrong) > PROJECTION_POINTS:
+        right = rng.choice(right, max(PROJECTION_POINTS - len(wrong), 0), replace=False)
+    fig = Figure(figsize=(7.0, 6.0))
+    ax = fig.subplots()
+    colours = [f"C{c}" for c in CLASSES]
+    for c in CLASSES:
+        sel = right[y_true[right] == c]
+        ax.scatter(xy[sel, 0], xy[sel, 1], s=6, alpha=0.6, color=colours[c], label=str(c), linewidths=0)
+    if len(wrong):
+        ax.scatter(
+            xy[wrong, 0],
+            xy[wrong, 1],
+            s=28,
+            marker="x",
+            color=[colours[c] for c in y_true[wrong]],
+            linewidths=1.2,
+        )
+        ax.scatter([], [], s=28, marker="x", color="black", label="misclassified\n(colour: true class)")
+    explained = getattr(pca, "explained_variance_ratio_", np.zeros(2))
+    ax.set_xlabel(f"PC1 ({explained[0]:.0%} of variance)" if len(explained) > 0 else "PC1")
+    ax.set_ylabel(f"PC2 ({explained[1]:.0%} of variance)" if len(explained) > 1 else "PC2")
+    ax.set_title("Test embeddings, PCA fitted on the gallery")
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, markerscale=2, frameon=False)
+    return figure_png(fig)
+
+
+@dataclass
+class Misclassified:
+    query: int  # index in the test split
+    image: np.ndarray  # uint8 [28,28]
+    true: int
+    predicted: int  # -1: no neighbour found
+    score: float  # inner product with the nearest neighbour
+
+
+@dataclass
+class ReportData:
+    run_id: str
+    k: int
+    vote: str
+    evaluation: Evaluation
+    gallery_size: int
+    index_info: dict[str, Any]
+    lineage: list[LineageEntry]
+    data_digest: str
+    dataset_meta: dict[str, Any]
+    confusion_png: bytes
+    projection_png: bytes
+    misclassified: list[Misclassified] = field(default_factory=list)
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:70rem;
+color:#1d1d1f;padding:0 1rem;line-height:1.4}
+h1{margin-bottom:.2rem}h2{margin-top:2.2rem;border-bottom:1px solid #ddd;padding-bottom:.2rem}
+.headline{font-size:2.6rem;font-weight:700;margin:.3rem 0}
+.muted{color:#666}table{border-collapse:collapse;margin:.5rem 0}
+th,td{padding:.25rem .6rem;border-bottom:1px solid #eee;text-align:right}
+th:first-child,td:first-child{text-align:left}td.l{text-align:left}
+code{font-size:.85em;background:#f4f4f4;padding:0 .2em}
+.bad{color:#b00020;font-weight:600}.ok{color:#137333;font-weight:600}
+.grid{display:flex;flex-wrap:wrap;gap:.6rem}
+figure.digit{margin:0;text-align:center;font-size:.75rem;width:72px}
+figure.digit img{width:56px;height:56px;image-rendering:pixelated;border:1px solid #ccc;background:#000}
+img.plot{max-width:100%;height:auto}
+"""
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _fmt(value: object, digits: int = 4) -> str:
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return _e(value)
+
+
+def _per_class_rows(evaluation: Evaluation) -> str:
+    rows = []
+    for c in CLASSES:
+        confused = top_confusion(evaluation, c)
+        confused_text = f"{confused[0]} ({confused[1]}&times;)" if confused else "&mdash;"
+        rows.append(
+            f"<tr><td>{c}</td><td>{int(evaluation.support[c])}</td><td>{evaluation.precision[c]:.4f}</td>"
+            f"<td>{evaluation.recall[c]:.4f}</td><td>{evaluation.f1[c]:.4f}</td><td>{confused_text}</td></tr>"
+        )
+    macro = evaluation.macro()
+    rows.append(
+        f"<tr><th>macro</th><th>{len(evaluation.y_true)}</th><th>{macro['precision']:.4f}</th>"
+        f"<th>{macro['recall']:.4f}</th><th>{macro['f1']:.4f}</th><th></th></tr>"
+    )
+    return "\n".join(rows)
+
+
+def _lineage_rows(entries: list[LineageEntry]) -> str:
+    rows = []
+    for e in entries:
+        if e.digest is None:
+            state = '<span class="bad">missing</span>'
+        elif e.stale_for:
+            state = f'<span class="bad">replaced since {_e(", ".join(e.stale_for))} used it</span>'
+        else:
+            state = '<span class="ok">as recorded</span>'
+        rows.append(
+            f'<tr><td>{_e(e.artifact)}</td><td class="l">{_e(e.step or "?")}</td><td class="l">{_e(e.version or "?")}'
+            f'</td><td class="l">{_e(e.created or "")}</td><td class="l"><code title="{_e(e.digest or "")}">'
+            f'{_e((e.digest or "")[:16])}</code></td><td class="l">{_e(", ".join(e.used_by) or "this report")}'
+            f'</td><td class="l">{state}</td></tr>'
+        )
+    return "\n".join(rows)
+
+
+def _digits(data: ReportData) -> str:
+    if not data.misclassified:
+        return "<p>No test digit was misclassified.</p>"
+    shown = len(data.misclassified)
+    total = data.evaluation.errors
+    note = f'<p class="muted">Showing {shown} of {total}, ordered by true class.</p>' if shown < total else ""
+    items = []
+    for m in data.misclassified:
+        predicted = "none" if m.predicted < 0 else str(m.predicted)
+        caption = f"true {m.true} &rarr; {predicted}"
+        alt = f"test digit {m.query}: true {m.true}, predicted {predicted}"
+        items.append(
+            f'<figure class="digit" title="test #{m.query}, nearest score {m.score:.3f}">'
+            f'<img alt="{_e(alt)}" src="{png_data_uri(digit_png(m.image))}"><figcaption>{caption}</figcaption></figure>'
+        )
+    return note + '<div class="grid">' + "\n".join(items) + "</div>"
+
+
+def render(data: ReportData) -> str:
+    """The whole page as one string."""
+    ev = data.evaluation
+    info = data.index_info
+    dataset = data.dataset_meta.get("dataset", "?")
+    index_rows = "".join(
+        f'<tr><td>{_e(label)}</td><td class="l">{_fmt(info.get(key, "?"))}</td></tr>'
+        for label, key in (
+            ("factory string", "factory"),
+            ("metric", "metric"),
+            ("vectors", "size"),
+            ("dimension", "dim"),
+            ("search parameters", "search_params"),
+            ("build seconds", "build_seconds"),
+            ("recall@1 vs exact search", "recall_at_1"),
+            ("recall@10 vs exact search", "recall_at_10"),
+        )
+    )
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>mnist-ct analysis: run {_e(data.run_id)}</title>
+<style>{_CSS}</style></head>
+<body>
+<h1>mnist-ct analysis</h1>
+<p class="muted">run <code>{_e(data.run_id)}</code> &middot; data set <code>{_e(dataset)}</code> &middot;
+data manifest sha256 <code>{_e(data.data_digest)}</code></p>
+<p class="headline" id="accuracy">accuracy {ev.accuracy:.2%}</p>
+<p>{len(ev.y_true)} test digits classified by their {data.k} nearest neighbour{"s" if data.k > 1 else ""}
+({_e(data.vote)} vote) among {data.gallery_size} training digits in the FAISS index:
+<strong>{ev.errors}</strong> errors{f", {ev.unanswered} without any neighbour" if ev.unanswered else ""}.</p>
+
+<h2 id="confusion">Confusion matrix</h2>
+<img class="plot" alt="confusion matrix heatmap" src="{png_data_uri(data.confusion_png)}">
+
+<h2 id="per-class">Per class</h2>
+<table><thead><tr><th>class</th><th>support</th><th>precision</th><th>recall</th><th>F1</th>
+<th>most often mistaken for</th></tr></thead>
+<tbody>
+{_per_class_rows(ev)}
+</tbody></table>
+
+<h2 id="misclassified">Misclassified test digits</h2>
+{_digits(data)}
+
+<h2 id="projection">2-D projection of the embeddings</h2>
+<img class="plot" alt="PCA projection of the test embeddings" src="{png_data_uri(data.projection_png)}">
+
+<h2 id="index">Index</h2>
+<table><tbody>{index_rows}</tbody></table>
+
+<h2 id="lineage">Lineage</h2>
+<table><thead><tr><th>artifact</th><th>step</th><th>version</th><th>created</th><th>manifest sha256</th>
+<th>used by</th><th>state</th></tr></thead>
+<tbody>
+{_lineage_rows(data.lineage)}
+</tbody></table>
+</body></html>
+"""

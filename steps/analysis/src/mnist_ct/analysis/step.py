@@ -1,0 +1,235 @@
+"""The step's edges: read index, embeddings and data set; classify; publish metrics and the report."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from mnist_ct.artifacts import (
+    ArtifactError,
+    Embeddings,
+    Log,
+    Manifest,
+    Producer,
+    RunPaths,
+    Split,
+    UsageError,
+    atomic_write_bytes,
+    atomic_write_json,
+    publish,
+    read_embeddings,
+    read_split,
+)
+
+from . import kfp_outputs
+from .classify import Neighbours, predict, search
+from .index_artifact import IndexArtifact, read_index
+from .lineage import LineageEntry, trace
+from .metrics import Evaluation, confusion_csv, evaluate
+from .report import Misclassified, ReportData, confusion_figure, projection_figure, render
+
+STEP = "analysis"
+ANALYSIS_KIND = "analysis"
+GALLERY, QUERIES = "train", "test"
+
+
+@dataclass
+class Options:
+    k: int = 1
+    vote: str = "majority"
+    accuracy_out: Path | None = None
+    metrics_out: Path | None = None
+    ui_metadata_out: Path | None = None
+    executor_output: Path | None = None
+    metrics_artifact: str = "metrics"
+    confusion_artifact: str = "confusion_matrix"
+    html_out: Path | None = None
+    max_examples: int = 100
+    threads: int = 0  # 0: FAISS's own default
+
+
+@dataclass
+class Inputs:
+    embeddings_manifest: Manifest
+    gallery: Embeddings
+    queries: Embeddings
+    index: IndexArtifact
+    data_manifest: Manifest
+    test: Split
+
+
+def read_inputs(paths: RunPaths) -> Inputs:
+    """Read and cross-check everything analysis needs; any inconsistency is one ArtifactError."""
+    emb_manifest, splits = read_embeddings(paths.embeddings)
+    for name in (GALLERY, QUERIES):
+        if name not in splits:
+            raise ArtifactError(
+                f"{paths.embeddings}: no {name!r} split (has {sorted(splits)}); rerun the embedding step"
+            )
+    index = read_index(paths.index)
+    if index.manifest.inputs.get("embeddings") != emb_manifest.digest:
+        raise ArtifactError(
+            f"{paths.index}: built from other embeddings than {paths.embeddings} holds now "
+            "(manifest sha256 differs); rerun train_faiss"
+        )
+    queries = splits[QUERIES]
+    if index.dim != queries.vectors.shape[1]:
+        raise ArtifactError(
+            f"{paths.index}: index dimension {index.dim} but the query embeddings have "
+            f"{queries.vectors.shape[1]}; rerun train_faiss"
+        )
+    data_manifest, test = read_split(paths.dataset, QUERIES, mmap=True)
+    recorded = emb_manifest.inputs.get("dataset")
+    if recorded is not None and recorded != data_manifest.digest:
+        raise ArtifactError(
+            f"{paths.embeddings}: computed from another data set than {paths.dataset} holds now "
+            "(manifest sha256 differs); rerun the embedding step"
+        )
+    if len(test) != len(queries) or not np.array_equal(np.asarray(test.labels), queries.labels):
+        raise ArtifactError(
+            f"{paths.dataset}: the test split ({len(test)} digits) does not match the test embeddings "
+            f"({len(queries)}) digit for digit; rerun the embedding step"
+        )
+    return Inputs(emb_manifest, splits[GALLERY], queries, index, data_manifest, test)
+
+
+def pick_misclassified(
+    evaluation: Evaluation, neighbours: Neighbours, images: np.ndarray, limit: int
+) -> list[Misclassified]:
+    """Up to `limit` errors, taken in turn from each true class, shown ordered by true class."""
+    wrong = np.flatnonzero(evaluation.y_true != evaluation.y_pred)
+    by_class = [list(wrong[evaluation.y_true[wrong] == c]) for c in range(10)]
+    picked: list[int] = []
+    while len(picked) < min(limit, len(wrong)):
+        for queue in by_class:
+            if queue and len(picked) < limit:
+                picked.append(int(queue.pop(0)))
+    picked.sort(key=lambda q: (int(evaluation.y_true[q]), int(evaluation.y_pred[q]), q))
+    return [
+        Misclassified(
+            query=q,
+            image=np.asarray(images[q]),
+            true=int(evaluation.y_true[q]),
+            predicted=int(evaluation.y_pred[q]),
+            score=float(neighbours.scores[q, 0]) if neighbours.ids[q, 0] >= 0 else float("nan"),
+        )
+        for q in picked
+    ]
+
+
+def metrics_document(
+    run_id: str, options: Options, evaluation: Evaluation, inputs: Inputs, lineage: list[LineageEntry]
+) -> dict[str, Any]:
+    info = inputs.index.info
+    return {
+        "accuracy": evaluation.accuracy,
+        "run_id": run_id,
+        "k": options.k,
+        "vote": options.vote,
+        "queries": len(evaluation.y_true),
+        "gallery": int(inputs.index.index.ntotal),
+        "errors": evaluation.errors,
+        "unanswered": evaluation.unanswered,
+        "macro_avg": evaluation.macro(),
+        "per_class": evaluation.per_class(),
+        "confusion_matrix": {
+            "rows": "true class",
+            "columns": "predicted class",
+            "labels": list(range(10)),
+            "matrix": evaluation.confusion.tolist(),
+        },
+        "index": {
+            key: info.get(key) for key in ("factory", "metric", "size", "search_params", "recall_at_1", "recall_at_10")
+        },
+        "data_manifest": inputs.data_manifest.digest,
+        "lineage": [entry.to_json() for entry in lineage],
+    }
+
+
+def analyse(paths: RunPaths, options: Options, log: Log) -> Evaluation:
+    """Classify every test embedding by k-NN in the index, publish the analysis, write the KFP outputs."""
+    if options.threads > 0:
+        faiss.omp_set_num_threads(options.threads)
+    inputs = read_inputs(paths)
+    ntotal = int(inputs.index.index.ntotal)
+    if options.k > ntotal:
+        raise UsageError(f"--k {options.k} is more than the {ntotal} vectors in the index")
+    neighbours = search(inputs.index.index, inputs.index.labels, np.asarray(inputs.queries.vectors), options.k)
+    evaluation = evaluate(inputs.queries.labels, predict(neighbours, options.vote))
+
+    lineage = trace(
+        paths,
+        {"index": inputs.index.manifest, "embeddings": inputs.embeddings_manifest, "dataset": inputs.data_manifest},
+    )
+    for entry in lineage:
+        if entry.artifact in ("index", "embeddings", "dataset"):
+            entry.used_by.append(STEP)
+    document = metrics_document(paths.run_id, options, evaluation, inputs, lineage)
+    report = render(
+        ReportData(
+            run_id=paths.run_id,
+            k=options.k,
+            vote=options.vote,
+            evaluation=evaluation,
+            gallery_size=ntotal,
+            index_info=inputs.index.info,
+            lineage=lineage,
+            data_digest=inputs.data_manifest.digest,
+            dataset_meta=inputs.data_manifest.meta,
+            confusion_png=confusion_figure(evaluation),
+            projection_png=projection_figure(
+                np.asarray(inputs.gallery.vectors),
+                np.asarray(inputs.queries.vectors),
+                evaluation.y_true,
+                evaluation.y_pred,
+            ),
+            misclassified=pick_misclassified(evaluation, neighbours, inputs.test.images, options.max_examples),
+        )
+    )
+
+    upstream = {
+        "index": inputs.index.manifest.digest,
+        "embeddings": inputs.embeddings_manifest.digest,
+        "dataset": inputs.data_manifest.digest,
+    }
+    with publish(paths.analysis, ANALYSIS_KIND, Producer.of(STEP), inputs=upstream) as staging:
+        (staging.path / "metrics.json").write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+        (staging.path / "confusion_matrix.csv").write_text(confusion_csv(evaluation.confusion))
+        (staging.path / "report.html").write_text(report, encoding="utf-8")
+        staging.meta.update(
+            {
+                "accuracy": evaluation.accuracy,
+                "k": options.k,
+                "vote": options.vote,
+                "queries": len(evaluation.y_true),
+                "errors": evaluation.errors,
+            }
+        )
+    write_kfp_outputs(options, evaluation, report)
+    log(
+        f"accuracy {evaluation.accuracy:.4f} ({options.k}-NN, {options.vote} vote) on {len(evaluation.y_true)} "
+        f"queries, {evaluation.errors} errors -> {paths.analysis}"
+    )
+    return evaluation
+
+
+def write_kfp_outputs(options: Options, evaluation: Evaluation, report: str) -> None:
+    """The files KFP reads back, each written atomically (parent folders created)."""
+    if options.accuracy_out:
+        atomic_write_bytes(options.accuracy_out, kfp_outputs.accuracy_text(evaluation.accuracy))
+    if options.metrics_out:
+        atomic_write_json(options.metrics_out, kfp_outputs.mlpipeline_metrics(evaluation))
+    if options.ui_metadata_out:
+        atomic_write_json(options.ui_metadata_out, kfp_outputs.ui_metadata(evaluation, options.k, options.vote, report))
+    if options.executor_output:
+        atomic_write_json(
+            options.executor_output,
+            kfp_outputs.executor_output(evaluation, options.metrics_artifact, options.confusion_artifact),
+        )
+    if options.html_out:
+        atomic_write_bytes(options.html_out, report.encode("utf-8"))
