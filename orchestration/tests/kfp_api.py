@@ -77,6 +77,8 @@ def _display_name_filter(query: dict[str, str]) -> str | None:
 class FakeKfp:
     def __init__(self) -> None:
         self.state = State()
+        # (method, path after /apis/v2beta1) -> (status, message): answer that instead, to test error paths
+        self.failures: dict[tuple[str, str], tuple[int, str]] = {}
         self.ids = itertools.count(1)
         self.lock = threading.Lock()
         handler = type("Handler", (_Handler,), {"api": self})
@@ -106,6 +108,8 @@ class FakeKfp:
 
     def handle(self, method: str, path: str, query: dict[str, str], headers: Any, body: bytes) -> Any:
         s = self.state
+        if (method, path.removeprefix(API)) in self.failures:
+            raise ApiError(*self.failures[(method, path.removeprefix(API))])
         parts = path[len(API) :].strip("/").split("/") if path.startswith(API) else []
         if method == "GET" and parts == ["healthz"]:
             return {"commit_sha": "fake", "tag_name": "2.5.0", "multi_user": False}

@@ -25,7 +25,8 @@ def summary(result: RunResult) -> list[str]:
     analysis, deploy = result.task("analysis"), result.task("deploy")
     baseline = result.arguments.get("baseline")
     if analysis and "accuracy" in analysis.outputs:
-        lines.append(f"accuracy: {text_value(analysis.outputs['accuracy'])} (baseline {text_value(baseline)})")
+        accuracy = float(analysis.outputs["accuracy"])  # type: ignore[arg-type]
+        lines.append(f"accuracy: {accuracy:.4f} (baseline {text_value(baseline)})")
         report = (
             result.folders.get(MODEL.pvc, result.workdir / "model")
             / "runs"

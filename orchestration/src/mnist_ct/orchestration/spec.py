@@ -200,10 +200,10 @@ def references(p: CompiledPipeline) -> list[str]:
             container = executors[label]["container"]
             if not container.get("image"):
                 problems.append(f"executor {label}: no image")
-            for i, item in enumerate([*container.get("command", []), *container.get("args", [])]):
-                _check_placeholders(
-                    item, f"executor {label} argument {i}", problems, _inputs(component), _outputs(component)
-                )
+            for part in ("command", "args"):
+                for i, item in enumerate(container.get(part, [])):
+                    where = f"executor {label} {part}[{i}]"
+                    _check_placeholders(item, where, problems, _inputs(component), _outputs(component))
 
     for label in executors:
         if label not in used_executors:

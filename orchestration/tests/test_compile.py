@@ -1,0 +1,286 @@
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import fake_digest, lock_with, pinned_lock
+
+from mnist_ct.orchestration.__main__ import main
+from mnist_ct.orchestration.compiling import verify
+from mnist_ct.orchestration.errors import OrchestrationError
+from mnist_ct.orchestration.lock import STEPS, write_lock
+from mnist_ct.orchestration.pipeline import DEV_MARKER
+from mnist_ct.orchestration.spec import CompiledPipeline, load, parse
+
+
+def docs(path: Path) -> list[dict]:
+    return list(yaml.safe_load_all(path.read_text()))
+
+
+def rewrite(path: Path, tmp_path: Path, change) -> Path:
+    """A copy of a compiled pipeline with `change(spec_doc, platform_doc)` applied."""
+    spec, platform = docs(path)
+    change(spec, platform)
+    out = tmp_path / "changed.yaml"
+    out.write_text(yaml.safe_dump_all([spec, platform]))
+    return out
+
+
+def problems_of(path: Path, dev: bool = False) -> list[str]:
+    lock = lock_with(dict.fromkeys(STEPS)) if dev else pinned_lock()
+    with pytest.raises(OrchestrationError) as e:
+        verify(path, lock, dev)
+    return [str(e.value), *e.value.problems]
+
+
+def test_strict_compile_pins_every_image_to_the_lock(tmp_path, pinned_lock_file, capsys):
+    out = tmp_path / "pipeline.yaml"
+    assert main(["compile", "-o", str(out), "--lock", str(pinned_lock_file)]) == 0
+    assert "strict check passed" in capsys.readouterr().out
+    compiled = load(out)
+    lock = json.loads(pinned_lock_file.read_text())["packages"]
+    images = {e["container"]["command"][2]: e["container"]["image"] for e in compiled.executors.values()}
+    assert images == {f"mnist_ct.{s}": f"{lock[s]['image']}@{fake_digest(s)}" for s in STEPS}
+    assert not compiled.description.startswith(DEV_MARKER)
+
+
+def test_strict_compile_without_digests_names_every_unpinned_step(tmp_path, unpinned_lock_file, capsys):
+    out = tmp_path / "pipeline.yaml"
+    assert main(["compile", "-o", str(out), "--lock", str(unpinned_lock_file)]) == 3
+    err = capsys.readouterr().err
+    assert "7 step(s) not pinned by digest" in err
+    for step in STEPS:
+        assert f"step {step}: " in err
+    assert not out.exists()
+
+
+def test_strict_compile_names_only_the_steps_without_digest(tmp_path, capsys):
+    lock = pinned_lock()
+    lock_path = tmp_path / "lock.json"
+    partial = lock_with({**{s: fake_digest(s) for s in STEPS}, "validate": None, "deploy": None})
+    write_lock(partial, lock_path)
+    assert lock.content_hash() != partial.content_hash()
+    assert main(["compile", "-o", str(tmp_path / "p.yaml"), "--lock", str(lock_path)]) == 3
+    first = capsys.readouterr().err.splitlines()[0]
+    assert first.endswith(
+        "2 step(s) not pinned by digest in the image lock: validate, deploy; "
+        "build and pin them (`nox -s build-changed`), or use `compile --dev` for a local run"
+    )
+
+
+def test_a_tag_only_image_in_the_lock_is_an_error_naming_the_step(tmp_path, capsys):
+    doc = pinned_lock().to_json()
+    doc["packages"]["train_faiss"]["image"] = "ghcr.io/mnist-ct/mnist-ct-train-faiss:0.1.0"
+    doc["packages"]["train_faiss"]["digest"] = None
+    lock_path = tmp_path / "lock.json"
+    lock_path.write_text(json.dumps(doc))
+    assert main(["compile", "-o", str(tmp_path / "p.yaml"), "--lock", str(lock_path)]) == 3
+    err = capsys.readouterr().err
+    assert "train_faiss: image 'ghcr.io/mnist-ct/mnist-ct-train-faiss:0.1.0' must be a repository" in err
+
+
+def test_a_tag_in_the_digest_field_is_an_error_naming_the_step(tmp_path, capsys):
+    lock_path = tmp_path / "lock.json"
+    write_lock(lock_with({**{s: fake_digest(s) for s in STEPS}, "analysis": "0.1.0"}), lock_path)
+    assert main(["compile", "-o", str(tmp_path / "p.yaml"), "--lock", str(lock_path)]) == 3
+    err = capsys.readouterr().err
+    assert "step analysis: ghcr.io/mnist-ct/mnist-ct-analysis: digest '0.1.0' is not sha256:<64 hex digits>" in err
+
+
+def test_a_step_missing_from_the_lock_is_an_error_naming_it(tmp_path, capsys):
+    doc = pinned_lock().to_json()
+    del doc["packages"]["embedding"]
+    lock_path = tmp_path / "lock.json"
+    lock_path.write_text(json.dumps(doc))
+    assert main(["compile", "-o", str(tmp_path / "p.yaml"), "--lock", str(lock_path)]) == 3
+    assert "step embedding: embedding: no entry in the image lock" in capsys.readouterr().err
+    assert main(["compile", "--dev", "-o", str(tmp_path / "p.yaml"), "--lock", str(lock_path)]) == 3
+
+
+def test_dev_compile_uses_tags_where_unpinned_and_is_marked_not_releasable(tmp_path, capsys):
+    lock_path = tmp_path / "lock.json"
+    write_lock(lock_with({**dict.fromkeys(STEPS), "deploy": fake_digest("deploy")}), lock_path)
+    out = tmp_path / "dev.yaml"
+    assert main(["compile", "--dev", "-o", str(out), "--lock", str(lock_path)]) == 0
+    compiled = load(out)
+    images = {e["container"]["command"][2]: e["container"]["image"] for e in compiled.executors.values()}
+    assert images["mnist_ct.validate"] == "ghcr.io/mnist-ct/mnist-ct-validate:0.1.0"
+    assert images["mnist_ct.deploy"] == f"ghcr.io/mnist-ct/mnist-ct-deploy@{fake_digest('deploy')}"
+    assert compiled.description.startswith(DEV_MARKER)
+    assert "not releasable" in capsys.readouterr().out
+
+
+def test_the_compiled_pipeline_has_the_designed_structure(strict_yaml):
+    compiled = load(strict_yaml)
+    tasks = {}
+    for path, name, task in compiled.walk_tasks():
+        tasks["/".join([*path, name])] = {
+            "after": sorted(task.get("dependentTasks", [])),
+            "cache": task.get("cachingOptions", {}).get("enableCache", False),
+        }
+    assert tasks == {
+        "preprocess": {"after": [], "cache": False},
+        "validate": {"after": ["preprocess"], "cache": False},
+        "train-model": {"after": ["validate"], "cache": False},
+        "embedding": {"after": ["train-model"], "cache": False},
+        "train-faiss": {"after": ["embedding"], "cache": False},
+        "analysis": {"after": ["train-faiss"], "cache": False},
+        "condition-1": {"after": ["analysis"], "cache": False},
+        "condition-1/deploy": {"after": [], "cache": False},
+    }
+    mounts = {label: sorted(compiled.pvc_mounts(label)) for label in compiled.executors}
+    assert mounts == {
+        "exec-preprocess": [("data-pvc", "/data")],
+        "exec-validate": [("data-pvc", "/data")],
+        "exec-train-model": [("data-pvc", "/data"), ("train-model-pvc", "/model")],
+        "exec-embedding": [("data-pvc", "/data"), ("train-model-pvc", "/model")],
+        "exec-train-faiss": [("train-model-pvc", "/model")],
+        "exec-analysis": [("data-pvc", "/data"), ("train-model-pvc", "/model")],
+        "exec-deploy": [("deploy-model-pvc", "/deploy-model"), ("train-model-pvc", "/model")],
+    }
+    condition = compiled.root["dag"]["tasks"]["condition-1"]
+    assert condition["triggerPolicy"]["condition"] == (
+        "inputs.parameter_values['pipelinechannel--analysis-accuracy'] > "
+        "inputs.parameter_values['pipelinechannel--baseline']"
+    )
+    assert condition["inputs"]["parameters"]["pipelinechannel--analysis-accuracy"] == {
+        "taskOutputParameter": {"producerTask": "analysis", "outputParameterKey": "accuracy"}
+    }
+    analysis = compiled.executors["exec-analysis"]["container"]
+    assert analysis["command"] == ["python", "-m", "mnist_ct.analysis"]
+    assert analysis["args"][:6] == [
+        "--run-id",
+        "{{$.inputs.parameters['run_id']}}",
+        "--data-root",
+        "/data",
+        "--model-root",
+        "/model",
+    ]
+    assert "{{$.outputs.parameters['accuracy'].output_file}}" in analysis["args"]
+    params = compiled.pipeline_parameters()
+    assert {"dataset", "epochs", "baseline", "index"} <= set(params)
+    assert params["baseline"]["defaultValue"] == 0.8
+    assert params["dataset"]["defaultValue"] == "mnist-5k"
+    for executor in compiled.executors.values():
+        assert {"resourceCpuRequest", "resourceCpuLimit", "resourceMemoryRequest", "resourceMemoryLimit"} <= set(
+            executor["container"]["resources"]
+        )
+
+
+def test_a_wrong_pvc_fails_the_check_naming_the_step(strict_yaml, tmp_path):
+    def change(spec, platform):
+        mounts = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train-faiss"]["pvcMount"]
+        mounts[0]["constant"] = mounts[0]["pvcNameParameter"]["runtimeValue"]["constant"] = "data-pvc"
+
+    problems = problems_of(rewrite(strict_yaml, tmp_path, change))
+    assert any(
+        p.startswith("step train_faiss (exec-train-faiss): PVC mounts [('data-pvc', '/model')]") for p in problems
+    )
+
+
+def test_a_missing_mount_fails_the_check(strict_yaml, tmp_path):
+    def change(spec, platform):
+        del platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-deploy"]
+
+    problems = problems_of(rewrite(strict_yaml, tmp_path, change))
+    assert any("step deploy (exec-deploy): PVC mounts []" in p for p in problems)
+
+
+def test_an_image_that_differs_from_the_lock_fails_the_check(strict_yaml, tmp_path):
+    def change(spec, platform):
+        spec["deploymentSpec"]["executors"]["exec-validate"]["container"]["image"] = (
+            f"ghcr.io/mnist-ct/mnist-ct-validate@{fake_digest('something else')}"
+        )
+
+    problems = problems_of(rewrite(strict_yaml, tmp_path, change))
+    assert any(
+        p.startswith("step validate (exec-validate): image ghcr.io/mnist-ct/mnist-ct-validate@") for p in problems
+    )
+
+
+def test_a_tag_is_refused_outside_dev_builds(dev_yaml):
+    problems = problems_of(dev_yaml, dev=False)
+    assert any("image ghcr.io/mnist-ct/mnist-ct-deploy:0.1.0 is not pinned by digest" in p for p in problems)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda s, p: s.update(extra=1), "document 0 is not a valid PipelineSpec"),
+        (
+            lambda s, p: s["deploymentSpec"]["executors"]["exec-deploy"]["container"].update(imagePulPolicy="x"),
+            "deploymentSpec is not a valid PipelineDeploymentConfig",
+        ),
+        (
+            lambda s, p: p["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-deploy"].update(
+                pvcMounts=[]
+            ),
+            "kubernetes config of exec-deploy is not a valid KubernetesExecutorConfig",
+        ),
+        (lambda s, p: p["platforms"].update(vertex={}), "unsupported platform(s) vertex"),
+    ],
+)
+def test_unknown_fields_are_refused_in_every_document(strict_yaml, tmp_path, change, message):
+    with pytest.raises(OrchestrationError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load(rewrite(strict_yaml, tmp_path, change))
+
+
+def _condition(spec: dict) -> dict:
+    return spec["root"]["dag"]["tasks"]["condition-1"]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda s, p: _condition(s)["triggerPolicy"].update(condition="size(inputs.parameter_values['x']) > 0"),
+            "task root/condition-1: condition: unsupported identifier 'size'",
+        ),
+        (
+            lambda s, p: _condition(s)["triggerPolicy"].update(condition="inputs.parameter_values['nope'] > 0.5"),
+            "task root/condition-1: condition reads nope, which is not an input of the task",
+        ),
+        (
+            lambda s, p: _condition(s).update(dependentTasks=[]),
+            "task root/condition-1: input pipelinechannel--analysis-accuracy reads task analysis but does not depend",
+        ),
+        (
+            lambda s, p: s["root"]["dag"]["tasks"]["validate"].update(dependentTasks=["analysis"]),
+            "DAG root: dependency cycle among",
+        ),
+        (
+            lambda s, p: s["deploymentSpec"]["executors"]["exec-deploy"]["container"]["args"].append(
+                "{{$.inputs.parameters['nothing']}}"
+            ),
+            "executor exec-deploy args[",
+        ),
+        (
+            lambda s, p: s["root"]["dag"]["tasks"]["embedding"].update(componentRef={"name": "comp-nope"}),
+            "task root/embedding: component comp-nope does not exist",
+        ),
+    ],
+)
+def test_references_and_conditions_are_checked(strict_yaml, tmp_path, change, message):
+    with pytest.raises(OrchestrationError) as e:
+        load(rewrite(strict_yaml, tmp_path, change))
+    assert any(p.startswith(message) for p in e.value.problems), e.value.problems
+    assert len(e.value.problems) == 1
+
+
+def test_the_design_checks_catch_a_missing_condition_and_caching(strict_yaml, tmp_path):
+    def change(spec, platform):
+        _condition(spec)["triggerPolicy"]["condition"] = (
+            "inputs.parameter_values['pipelinechannel--analysis-accuracy'] >= "
+            "inputs.parameter_values['pipelinechannel--baseline']"
+        )
+        spec["root"]["dag"]["tasks"]["preprocess"]["cachingOptions"] = {"enableCache": True}
+
+    problems = problems_of(rewrite(strict_yaml, tmp_path, change))
+    assert any("is not `analysis accuracy > baseline`" in p for p in problems)
+    assert any(p.startswith("step preprocess (task preprocess): caching is on") for p in problems)
+
+
+def test_a_dev_build_passes_its_own_checks(dev_yaml):
+    compiled = verify(dev_yaml, lock_with(dict.fromkeys(STEPS)), dev=True)
+    assert isinstance(compiled, CompiledPipeline)
+    assert parse(dev_yaml.read_text()).description.startswith(DEV_MARKER)

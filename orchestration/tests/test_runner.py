@@ -1,0 +1,179 @@
+"""The local runner's engine on the real compiled pipeline; the steps replaced by a recording executor.
+
+(The end-to-end tests in test_run_local.py run the real step packages.)
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mnist_ct.orchestration.errors import OrchestrationError, StepFailed
+from mnist_ct.orchestration.runner import (
+    ContainerTask,
+    LocalRun,
+    Mount,
+    ProcessExecutor,
+    host_path,
+    load_executor,
+    text_value,
+)
+from mnist_ct.orchestration.spec import CompiledPipeline, load, parse
+
+
+class Recording:
+    """Plays the steps: records each task, writes analysis's accuracy, fails where told to."""
+
+    description = "recording"
+
+    def __init__(self, accuracy="0.9375", fail: dict[str, int] | None = None, skip_output=False):
+        self.accuracy, self.fail, self.skip_output = accuracy, fail or {}, skip_output
+        self.tasks: list[ContainerTask] = []
+
+    def run(self, task, log):
+        self.tasks.append(task)
+        args = [host_path(a, task.mounts) for a in task.args]
+        step = task.command[2].split(".")[-1]
+        if step in self.fail:
+            log(f"{step}: error: {args[args.index('--data-root') + 1]}/x.npy is broken")
+            return self.fail[step]
+        if "--accuracy-out" in args and not self.skip_output:
+            Path(args[args.index("--accuracy-out") + 1]).write_text(self.accuracy + "\n")
+        log(f"{step}: done")
+        return 0
+
+
+def run(dev_yaml, tmp_path, executor, **params):
+    lines: list[str] = []
+    local = LocalRun(load(dev_yaml), tmp_path / "work", executor, params, run_id="r1", out=lines.append)
+    return local, lines
+
+
+def test_tasks_run_in_order_with_placeholders_resolved_and_volumes_mapped(dev_yaml, tmp_path):
+    executor = Recording()
+    local, lines = run(dev_yaml, tmp_path, executor, epochs="3", limit_per_class="20")
+    result = local.run()
+    steps = [t.command[2] for t in executor.tasks]
+    assert steps == [f"mnist_ct.{s}" for s in ("preprocess", "validate", "train_model", "embedding")] + [
+        "mnist_ct.train_faiss",
+        "mnist_ct.analysis",
+        "mnist_ct.deploy",
+    ]
+    work = tmp_path / "work"
+    pre, _, train = executor.tasks[:3]
+    assert pre.args == [
+        "--run-id", "r1", "--data-root", "/data",
+        "--dataset", "mnist-5k", "--limit-per-class", "20", "--seed", "0",
+    ]  # fmt: skip
+    assert [host_path(a, train.mounts) for a in train.args] == [
+        "--run-id", "r1", "--data-root", str(work / "data"), "--model-root", str(work / "model"),
+        "--epochs", "3", "--seed", "0", "--threads", "4",
+    ]  # fmt: skip
+    analysis = executor.tasks[5]
+    out_file = analysis.args[analysis.args.index("--accuracy-out") + 1]
+    assert out_file == "/tmp/kfp/outputs/analysis/accuracy"
+    assert host_path(out_file, analysis.mounts) == str(work / "kfp" / "r1" / "outputs" / "analysis" / "accuracy")
+    assert result.task("analysis").outputs == {"accuracy": 0.9375}
+    assert result.task("deploy").status == "succeeded"
+    assert "condition accuracy-above-baseline: true (analysis.accuracy = 0.9375, baseline = 0.8)" in lines
+    saved = json.loads((work / "kfp" / "r1" / "run.json").read_text())
+    assert [t["status"] for t in saved["tasks"]] == ["succeeded"] * 8  # 7 steps + the condition
+    assert {m.container_path for m in executor.tasks[6].mounts} == {"/model", "/deploy-model", "/tmp/kfp/outputs"}
+
+
+def test_accuracy_not_above_the_baseline_skips_deploy(dev_yaml, tmp_path):
+    executor = Recording(accuracy="0.95")
+    local, lines = run(dev_yaml, tmp_path, executor, baseline="1.01")
+    result = local.run()
+    assert [t.command[2] for t in executor.tasks][-1] == "mnist_ct.analysis"
+    deploy = result.task("deploy")
+    assert deploy.status == "skipped"
+    assert deploy.reason == "condition accuracy-above-baseline is false (analysis.accuracy = 0.95, baseline = 1.01)"
+    assert "condition accuracy-above-baseline: false (analysis.accuracy = 0.95, baseline = 1.01)" in lines
+
+
+def test_a_failing_step_stops_the_run_with_its_exit_code_and_error(dev_yaml, tmp_path):
+    executor = Recording(fail={"validate": 3})
+    local, lines = run(dev_yaml, tmp_path, executor)
+    with pytest.raises(StepFailed) as e:
+        local.run()
+    assert e.value.exit_code == 3
+    assert str(e.value) == f"step validate failed (exit code 3): validate: error: {tmp_path}/work/data/x.npy is broken"
+    assert [t.command[2] for t in executor.tasks] == ["mnist_ct.preprocess", "mnist_ct.validate"]
+    saved = json.loads((tmp_path / "work" / "kfp" / "r1" / "run.json").read_text())
+    assert [(t["task"], t["status"]) for t in saved["tasks"]] == [("preprocess", "succeeded"), ("validate", "failed")]
+
+
+def test_a_step_that_does_not_write_its_output_parameter_fails_the_run(dev_yaml, tmp_path):
+    local, _ = run(dev_yaml, tmp_path, Recording(skip_output=True))
+    with pytest.raises(StepFailed, match="step analysis exited 0 but did not write its output parameter accuracy"):
+        local.run()
+
+
+def test_an_output_parameter_of_the_wrong_type_fails_the_run(dev_yaml, tmp_path):
+    local, _ = run(dev_yaml, tmp_path, Recording(accuracy="high"))
+    with pytest.raises(OrchestrationError, match="analysis output accuracy: 'high' is not a valid NUMBER_DOUBLE"):
+        local.run()
+
+
+def test_parameters_are_typed_by_the_pipeline_and_unknown_ones_refused(dev_yaml, tmp_path):
+    local, _ = run(dev_yaml, tmp_path, Recording(), epochs="2", baseline="0.5")
+    assert local.arguments["epochs"] == 2 and local.arguments["baseline"] == 0.5
+    assert local.arguments["dataset"] == "mnist-5k"
+    with pytest.raises(OrchestrationError, match="pipeline parameter epochs: 'two' is not a valid NUMBER_INTEGER"):
+        run(dev_yaml, tmp_path, Recording(), epochs="two")
+    with pytest.raises(OrchestrationError, match="unknown pipeline parameter"):
+        run(dev_yaml, tmp_path, Recording(), learning_rate="0.1")
+
+
+def test_an_unsupported_placeholder_is_an_error_not_passed_through(dev_yaml, tmp_path):
+    spec, platform = yaml.safe_load_all(dev_yaml.read_text())
+    spec["deploymentSpec"]["executors"]["exec-preprocess"]["container"]["args"].append("{{$.pipeline_root}}")
+    with pytest.raises(OrchestrationError) as e:
+        parse(yaml.safe_dump_all([spec, platform]))
+    assert e.value.problems == ["executor exec-preprocess args[10]: unsupported placeholder {{$.pipeline_root}}"]
+    # The runner refuses it too, should a pipeline reach it unchecked.
+    unchecked = CompiledPipeline(spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"])
+    executor = Recording()
+    local = LocalRun(unchecked, tmp_path, executor, run_id="r1", out=lambda line: None)
+    with pytest.raises(OrchestrationError, match=r"task preprocess: cannot resolve \{\{\$\.pipeline_root\}\}"):
+        local.run()
+    assert executor.tasks == []
+
+
+def test_values_are_written_as_kfp_writes_them():
+    assert [text_value(v) for v in (0.8, 1.0, 1e-05, 3, True, "x", [1, 2])] == [
+        "0.8", "1", "0.00001", "3", "true", "x", "[1,2]",
+    ]  # fmt: skip
+
+
+def test_process_executor_runs_the_command_with_mount_paths_on_the_host(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    script = "import sys, pathlib; pathlib.Path(sys.argv[2]).write_text(sys.argv[1]); print('wrote', sys.argv[2])"
+    task = ContainerTask(
+        name="t",
+        display_name="t",
+        image="unused:1",
+        command=["python", "-c", script],
+        args=["/datax/not-a-mount", "/data/out.txt"],
+        mounts=[Mount(data, "/data")],
+    )
+    lines: list[str] = []
+    assert ProcessExecutor(sys.executable).run(task, lines.append) == 0
+    assert (data / "out.txt").read_text() == "/datax/not-a-mount"
+    assert lines == [f"wrote {data / 'out.txt'}"]
+    failing = ContainerTask("f", "f", "unused:1", ["python", "-c", "raise SystemExit(4)"], [], [])
+    assert ProcessExecutor(sys.executable).run(failing, lines.append) == 4
+
+
+def test_container_mode_is_a_clear_hook_until_the_image_tooling_provides_it():
+    try:
+        import mnist_ct.orchestration.containers  # noqa: F401
+    except ImportError:
+        with pytest.raises(OrchestrationError, match="mnist_ct.orchestration.containers.ContainerExecutor"):
+            load_executor(containers=True)
+    else:
+        assert load_executor(containers=True).description
