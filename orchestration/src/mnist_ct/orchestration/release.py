@@ -59,8 +59,10 @@ class Outcome:
 def check_reachable(host: str, timeout: float = REACH_TIMEOUT_S) -> None:
     """Fail in seconds, not kfp.Client's ~25 s of healthz retries, when the host does not answer."""
     url = host.rstrip("/") + "/apis/v2beta1/healthz"
+    # No proxies from the environment: kfp.Client does not use them either.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        with urllib.request.urlopen(url, timeout=timeout):
+        with opener.open(url, timeout=timeout):
             return
     except urllib.error.HTTPError as e:
         if e.code in (401, 403):
