@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from analysis_testdata import run_args
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
@@ -43,19 +44,52 @@ def test_ui_metadata_has_an_inline_confusion_matrix_summary_and_the_report(craft
     assert outputs["web-app"]["source"] == (crafted.paths.analysis / "report.html").read_text(encoding="utf-8")
 
 
-def test_executor_output_is_a_valid_executor_output_setting_both_artifacts(crafted, tmp_path):
-    out = tmp_path / "tmp" / "kfp_outputs" / "output_metadata.json"
-    extra = ["--executor-output", str(out), "--metrics-artifact", "scores", "--confusion-artifact", "matrix"]
+def _executor_input(output_file) -> str:
+    """An ExecutorInput as the KFP v2 launcher substitutes it for {{$}}: three output artifacts."""
+    message = pipeline_spec_pb2.ExecutorInput()
+    message.outputs.output_file = str(output_file)
+    for name, schema in (
+        ("scores", "system.Metrics"),
+        ("matrix", "system.ClassificationMetrics"),
+        ("page", "system.HTML"),
+    ):
+        artifact = message.outputs.artifacts[name].artifacts.add()
+        artifact.name = name
+        artifact.type.schema_title = schema
+        artifact.uri = f"minio://mlpipeline/v2/artifacts/run/analysis/{name}"
+    message.outputs.parameters["accuracy"].output_file = "/tmp/outputs/accuracy/data"
+    return json_format.MessageToJson(message)
 
-    assert main(run_args(crafted.paths, *extra)) == 0
+
+def test_executor_output_sets_the_metadata_of_the_metrics_artifacts(crafted, tmp_path):
+    out = tmp_path / "tmp" / "kfp_outputs" / "output_metadata.json"
+
+    assert main(run_args(crafted.paths, "--executor-input", _executor_input(out))) == 0
 
     message = json_format.Parse(out.read_text(), pipeline_spec_pb2.ExecutorOutput(), ignore_unknown_fields=False)
+    assert set(message.artifacts) == {"scores", "matrix"}
     scores = json_format.MessageToDict(message.artifacts["scores"].artifacts[0].metadata)
-    assert scores["accuracy"] == 0.92 and scores["errors"] == 4
+    assert scores["accuracy"] == 0.92 and scores["errors"] == 4 and scores["queries"] == 50
     matrix = json_format.MessageToDict(message.artifacts["matrix"].artifacts[0].metadata)["confusionMatrix"]
     assert [spec["displayName"] for spec in matrix["annotationSpecs"]] == [str(c) for c in range(10)]
     assert [row["row"] for row in matrix["rows"]] == crafted.expected_confusion.tolist()
     assert not message.parameter_values  # the accuracy parameter stays with --accuracy-out
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("{not json", "--executor-input is not JSON"),
+        ('{"outputs": {}}', "has no outputs.outputFile"),
+        ("[1]", "JSON object"),
+    ],
+)
+def test_a_bad_executor_input_is_a_usage_error_before_any_work(crafted, capsys, text, needle):
+    assert main(run_args(crafted.paths, "--executor-input", text)) == 2
+
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0]
+    assert not crafted.paths.analysis.exists()
 
 
 def test_html_out_is_the_report(crafted, tmp_path):
@@ -67,9 +101,11 @@ def test_html_out_is_the_report(crafted, tmp_path):
 
 
 def test_no_kfp_file_is_written_when_the_analysis_fails(paths, tmp_path):
-    outs = [tmp_path / "kfp" / name for name in ("accuracy", "metrics.json", "ui.json", "executor.json")]
-    flags = ["--accuracy-out", "--metrics-out", "--ui-metadata-out", "--executor-output"]
+    outs = [tmp_path / "kfp" / name for name in ("accuracy", "metrics.json", "ui.json", "report.html")]
+    flags = ["--accuracy-out", "--metrics-out", "--ui-metadata-out", "--html-out"]
+    executor_output = tmp_path / "kfp" / "output_metadata.json"
+    args = [a for pair in zip(flags, map(str, outs), strict=True) for a in pair]
 
-    assert main(run_args(paths, *[a for pair in zip(flags, map(str, outs), strict=True) for a in pair])) == 3
+    assert main(run_args(paths, *args, "--executor-input", _executor_input(executor_output))) == 3
 
-    assert not any(out.exists() for out in outs)
+    assert not any(out.exists() for out in [*outs, executor_output])

@@ -8,6 +8,7 @@ from pathlib import Path
 from mnist_ct.artifacts import Log, add_run_arguments, run_paths, run_step
 
 from .classify import VOTES
+from .kfp_outputs import parse_executor_input
 from .step import STEP, Options, analyse
 
 
@@ -55,20 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="write mlpipeline-ui-metadata: inline confusion matrix, markdown summary, the report as a web app",
     )
     kfp.add_argument(
-        "--executor-output",
-        type=Path,
-        help="write a KFP v2 ExecutorOutput here (pass {{$.outputs.output_file}}) that sets the metadata of the "
-        "metrics and confusion-matrix output artifacts, which the KFP v2 UI displays",
-    )
-    kfp.add_argument(
-        "--metrics-artifact",
-        default="metrics",
-        help="name of the system.Metrics output artifact for --executor-output (default: %(default)s)",
-    )
-    kfp.add_argument(
-        "--confusion-artifact",
-        default="confusion_matrix",
-        help="name of the system.ClassificationMetrics output artifact for --executor-output (default: %(default)s)",
+        "--executor-input",
+        metavar="JSON",
+        help="KFP v2 executor input (pass the placeholder {{$}}): the metadata of the task's system.Metrics and "
+        "system.ClassificationMetrics output artifacts is written to its outputs.outputFile, so the KFP v2 UI "
+        "shows the metrics and the confusion matrix",
     )
     kfp.add_argument("--html-out", type=Path, help="also write the report here (for a KFP system.HTML artifact)")
     parser.add_argument(
@@ -88,21 +80,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    options = Options(
-        k=args.k,
-        vote=args.vote,
-        accuracy_out=args.accuracy_out,
-        metrics_out=args.metrics_out,
-        ui_metadata_out=args.ui_metadata_out,
-        executor_output=args.executor_output,
-        metrics_artifact=args.metrics_artifact,
-        confusion_artifact=args.confusion_artifact,
-        html_out=args.html_out,
-        max_examples=args.max_examples,
-        threads=args.threads,
-    )
 
     def work() -> int:
+        options = Options(
+            k=args.k,
+            vote=args.vote,
+            accuracy_out=args.accuracy_out,
+            metrics_out=args.metrics_out,
+            ui_metadata_out=args.ui_metadata_out,
+            executor_input=None if args.executor_input is None else parse_executor_input(args.executor_input),
+            html_out=args.html_out,
+            max_examples=args.max_examples,
+            threads=args.threads,
+        )
         analyse(run_paths(args), options, Log(STEP, args.quiet))
         return 0
 

@@ -2,9 +2,10 @@
 
 - The accuracy output parameter (`dsl.OutputPath(float)`): a file holding the bare number.
 - KFP v2 shows a `system.Metrics` artifact's scalar metrics and a `system.ClassificationMetrics`
-  artifact's `confusionMatrix` from the artifacts' metadata. A container component sets that
-  metadata through the executor output file (`{{$.outputs.output_file}}`, an `ExecutorOutput`
-  message in JSON), which the KFP launcher merges into the output artifacts it records.
+  artifact's `confusionMatrix` from the artifacts' metadata, not from the files. A container
+  component sets that metadata by writing an `ExecutorOutput` message (JSON) to the executor
+  output file named in its executor input (`{{$}}`, field `outputs.outputFile`); the KFP launcher
+  merges it into the output artifacts it records.
 - `mlpipeline-metrics` (KFP v1 and v1-compatible UIs): {"metrics": [{"name", "numberValue", "format"}]}.
 - `mlpipeline-ui-metadata` (KFP v1 output viewers): {"outputs": [...]} with an inline confusion
   matrix (CSV rows target,predicted,count), a markdown summary and the report as a web app.
@@ -13,7 +14,11 @@
 from __future__ import annotations
 
 import io
+import json
+from pathlib import Path
 from typing import Any
+
+from mnist_ct.artifacts import UsageError
 
 from .metrics import CLASSES, Evaluation
 
@@ -52,15 +57,47 @@ def confusion_matrix_struct(evaluation: Evaluation) -> dict[str, Any]:
     }
 
 
-def executor_output(evaluation: Evaluation, metrics_artifact: str, confusion_artifact: str) -> dict[str, Any]:
-    """An ExecutorOutput (JSON) that sets the metadata of the two output artifacts KFP v2 displays."""
+def executor_output_path(executor_input: dict[str, Any]) -> Path:
+    """Where KFP wants this task's ExecutorOutput (the executor input's outputs.outputFile)."""
+    outputs = executor_input.get("outputs") or {}
+    path = outputs.get("outputFile") or outputs.get("output_file")
+    if not isinstance(path, str) or not path:
+        raise UsageError("--executor-input has no outputs.outputFile; pass KFP's executor input placeholder {{$}}")
+    return Path(path)
+
+
+def executor_output(evaluation: Evaluation, executor_input: dict[str, Any]) -> dict[str, Any]:
+    """An ExecutorOutput that sets the metadata of this task's metrics artifacts.
+
+    Every output artifact of type system.Metrics gets the scalar metrics, every one of type
+    system.ClassificationMetrics the confusion matrix; other outputs are left alone, and no output
+    parameter is set (the accuracy parameter is --accuracy-out's file).
+    """
     scalars = {name.replace("-", "_"): value for name, value in scalar_metrics(evaluation).items()}
-    return {
-        "artifacts": {
-            metrics_artifact: {"artifacts": [{"metadata": scalars}]},
-            confusion_artifact: {"artifacts": [{"metadata": {"confusionMatrix": confusion_matrix_struct(evaluation)}}]},
-        }
+    metadata_by_type = {
+        "system.Metrics": scalars,
+        "system.ClassificationMetrics": {"confusionMatrix": confusion_matrix_struct(evaluation)},
     }
+    artifacts: dict[str, Any] = {}
+    for name, listed in ((executor_input.get("outputs") or {}).get("artifacts") or {}).items():
+        for artifact in (listed or {}).get("artifacts", [])[:1]:
+            kind = (artifact.get("type") or {}).get("schemaTitle") or (artifact.get("type") or {}).get("schema_title")
+            if kind in metadata_by_type:
+                artifacts[name] = {"artifacts": [{"metadata": metadata_by_type[kind]}]}
+    return {"artifacts": artifacts}
+
+
+def parse_executor_input(text: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(text)
+    except ValueError as e:
+        raise UsageError(
+            f"--executor-input is not JSON ({e}); pass KFP's executor input placeholder {{{{$}}}}"
+        ) from None
+    if not isinstance(doc, dict):
+        raise UsageError("--executor-input must be a JSON object (KFP's ExecutorInput)")
+    executor_output_path(doc)
+    return doc
 
 
 def confusion_rows_csv(evaluation: Evaluation) -> str:

@@ -45,9 +45,7 @@ class Options:
     accuracy_out: Path | None = None
     metrics_out: Path | None = None
     ui_metadata_out: Path | None = None
-    executor_output: Path | None = None
-    metrics_artifact: str = "metrics"
-    confusion_artifact: str = "confusion_matrix"
+    executor_input: dict[str, Any] | None = None  # KFP's ExecutorInput ({{$}}), parsed
     html_out: Path | None = None
     max_examples: int = 100
     threads: int = 0  # 0: FAISS's own default
@@ -226,10 +224,10 @@ def write_kfp_outputs(options: Options, evaluation: Evaluation, report: str) -> 
         atomic_write_json(options.metrics_out, kfp_outputs.mlpipeline_metrics(evaluation))
     if options.ui_metadata_out:
         atomic_write_json(options.ui_metadata_out, kfp_outputs.ui_metadata(evaluation, options.k, options.vote, report))
-    if options.executor_output:
+    if options.executor_input is not None:
         atomic_write_json(
-            options.executor_output,
-            kfp_outputs.executor_output(evaluation, options.metrics_artifact, options.confusion_artifact),
+            kfp_outputs.executor_output_path(options.executor_input),
+            kfp_outputs.executor_output(evaluation, options.executor_input),
         )
     if options.html_out:
         atomic_write_bytes(options.html_out, report.encode("utf-8"))
