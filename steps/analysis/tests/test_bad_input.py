@@ -102,6 +102,20 @@ def test_nan_query_embeddings_exit_3(crafted, capsys):
     assert _nothing_written(crafted.paths)
 
 
+def test_unnormalised_gallery_embeddings_exit_3(crafted, capsys):
+    with publish(crafted.paths.embeddings, "embeddings", Producer("embedding", "0.1.0")) as staging:
+        np.save(staging.path / "train.npy", 2.0 * np.asarray(crafted.gallery.vectors))
+        np.save(staging.path / "train_labels.npy", crafted.gallery.labels)
+        np.save(staging.path / "test.npy", crafted.queries.vectors)
+        np.save(staging.path / "test_labels.npy", crafted.queries.labels)
+
+    assert main(run_args(crafted.paths)) == 3
+
+    line = _one_error_line(capsys)
+    assert "train.npy" in line and "not L2-normalised" in line
+    assert _nothing_written(crafted.paths)
+
+
 def test_embeddings_replaced_after_the_index_was_built_exit_3(crafted, capsys):
     dataset = read_manifest(crafted.paths.dataset).digest
     write_embeddings_artifact(crafted.paths, crafted.gallery, crafted.queries, {"dataset": dataset, "model": "other"})
