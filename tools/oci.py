@@ -1,0 +1,228 @@
+"""Build, push and inspect OCI images with whatever builder is present (standard library only).
+
+Builders, in order of preference: Docker (buildx, when a daemon answers), buildah (daemonless:
+`bud --isolation chroot`), podman. `MNIST_CT_BUILDER=docker|buildah|podman` forces one.
+
+Reproducibility: every build gets `SOURCE_DATE_EPOCH=0` (a build arg, so pip writes hash-based .pyc
+and useradd a fixed date) and a fixed image timestamp (`--timestamp 0`, buildx `rewrite-timestamp`);
+the wheelhouse's files get a fixed mtime. The same inputs then give the same manifest digest on the same
+builder and storage driver. Digests are always read back from the registry, never predicted.
+
+Layer cache: buildah and podman (before buildah 1.39) ignore the content of `RUN --mount=type=bind`
+sources when they reuse cached layers (containers/buildah#5400), so every build also passes the content
+hashes of the wheelhouse's `deps/` and `local/` folders as `DEPS_SHA256` / `LOCAL_SHA256` build args; a
+Dockerfile that declares them before the matching RUN gets a correct cache. One that does not is built
+with `--no-cache` by those builders (correct, slower).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+BUILDERS = ("docker", "buildah", "podman")
+EPOCH = "0"
+
+
+class OciError(Exception):
+    """A builder, registry or image operation failed (one line)."""
+
+
+def run(argv: list[str], *, env: dict[str, str] | None = None, timeout: float | None = None) -> str:
+    """Run a command; its stdout. OciError with the tail of its output if it fails."""
+    full_env = {**os.environ, **(env or {})}
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, env=full_env, timeout=timeout, check=False)
+    except FileNotFoundError:
+        raise OciError(f"{argv[0]}: not installed") from None
+    except subprocess.TimeoutExpired:
+        raise OciError(f"{' '.join(argv[:3])}: no answer in {timeout} s") from None
+    if done.returncode != 0:
+        tail = (done.stderr.strip() or done.stdout.strip()).splitlines()[-15:]
+        raise OciError(f"{' '.join(argv[:3])} ... failed (exit {done.returncode}):\n" + "\n".join(tail))
+    return done.stdout
+
+
+def insecure(reference: str) -> bool:
+    """Registries on this machine speak plain HTTP (localhost, 127.0.0.1, [::1])."""
+    host = reference.split("/", 1)[0]
+    return re.fullmatch(r"(localhost|127\.0\.0\.1|\[::1\])(:\d+)?", host) is not None
+
+
+def split_reference(reference: str) -> tuple[str, str | None, str | None]:
+    """(repository, tag, digest) of `repo[:tag][@sha256:...]`."""
+    repo, _, digest = reference.partition("@")
+    name, colon, tag = repo.rpartition(":")
+    if colon and "/" not in tag:
+        repo = name
+    else:
+        tag = ""
+    return repo, tag or None, digest or None
+
+
+# --- builders -------------------------------------------------------------------------------------------
+
+
+def _docker_works() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    try:
+        run(["docker", "buildx", "version"], timeout=20)
+        run(["docker", "info", "--format", "{{.ServerVersion}}"], timeout=20)
+        return True
+    except OciError:
+        return False
+
+
+def detect_builder(prefer: str | None = None) -> str:
+    """The builder to use: `prefer`, else $MNIST_CT_BUILDER, else docker (daemon up), buildah, podman."""
+    wanted = prefer or os.environ.get("MNIST_CT_BUILDER") or None
+    if wanted:
+        if wanted not in BUILDERS:
+            raise OciError(f"unknown builder {wanted!r}; use one of {', '.join(BUILDERS)}")
+        if shutil.which(wanted) is None:
+            raise OciError(f"builder {wanted} is not installed")
+        return wanted
+    if _docker_works():
+        return "docker"
+    for name in ("buildah", "podman"):
+        if shutil.which(name):
+            return name
+    raise OciError(
+        "no image builder: install buildah (apt-get install buildah), or podman, or run a Docker daemon with buildx"
+    )
+
+
+def declares_args(dockerfile: Path, *names: str) -> bool:
+    declared = set(re.findall(r"^\s*ARG\s+([A-Za-z_][A-Za-z0-9_]*)", dockerfile.read_text(), re.MULTILINE))
+    return all(n in declared for n in names)
+
+
+@dataclass
+class Built:
+    tag: str  # the local name, also the push destination: <registry>/mnist-ct-<step>:<version>
+    digest: str | None  # manifest digest the registry returned, when pushed
+    seconds: float
+
+
+def build(
+    builder: str,
+    dockerfile: Path,
+    context: Path,
+    tag: str,
+    *,
+    build_args: dict[str, str] | None = None,
+    labels: dict[str, str] | None = None,
+    no_cache: bool = False,
+    push: bool = False,
+) -> Built:
+    """Build `dockerfile` over `context` as `tag`; push it when asked and return the registry's digest."""
+    args = {"SOURCE_DATE_EPOCH": EPOCH, **(build_args or {})}
+    arg_flags = [f for k, v in sorted(args.items()) for f in ("--build-arg", f"{k}={v}")]
+    label_flags = [f for k, v in sorted((labels or {}).items()) for f in ("--label", f"{k}={v}")]
+    started = time.monotonic()
+    digest = None
+    if builder == "docker":
+        with tempfile.TemporaryDirectory() as tmp:
+            meta = Path(tmp) / "metadata.json"
+            output = f"type=image,name={tag},push={'true' if push else 'false'},rewrite-timestamp=true"
+            if insecure(tag):
+                output += ",registry.insecure=true"
+            argv = ["docker", "buildx", "build", "--provenance=false", "--sbom=false", "--metadata-file", str(meta)]
+            argv += ["--file", str(dockerfile), "--tag", tag, *arg_flags, *label_flags, "--output", output]
+            argv += (["--no-cache"] if no_cache else []) + (["--load"] if not push else []) + [str(context)]
+            run(argv, env={"SOURCE_DATE_EPOCH": EPOCH, "DOCKER_BUILDKIT": "1"})
+            if push:
+                digest = json.loads(meta.read_text()).get("containerimage.digest")
+    else:
+        cache_safe = declares_args(dockerfile, "DEPS_SHA256", "LOCAL_SHA256")
+        argv = [builder, "bud" if builder == "buildah" else "build", "--isolation", "chroot", "--layers"]
+        argv += ["--timestamp", EPOCH, "--format", "oci", "--identity-label=false", "--pull=false"]
+        argv += ["--file", str(dockerfile), "--tag", tag, *arg_flags, *label_flags]
+        argv += ["--no-cache"] if (no_cache or not cache_safe) else []
+        run([*argv, str(context)], env={"BUILDAH_ISOLATION": "chroot"})
+        if push:
+            digest = push_image(builder, tag, tag)
+    if push and (not digest or not re.fullmatch(r"sha256:[0-9a-f]{64}", digest)):
+        raise OciError(f"{tag}: the registry returned no manifest digest ({digest!r})")
+    return Built(tag, digest, time.monotonic() - started)
+
+
+def push_image(builder: str, image: str, destination: str) -> str:
+    """Push a local image to `destination` (repo:tag); the manifest digest the registry returned."""
+    tls = [f"--tls-verify={'false' if insecure(destination) else 'true'}"]
+    with tempfile.TemporaryDirectory() as tmp:
+        digestfile = Path(tmp) / "digest"
+        if builder == "docker":
+            run(["docker", "push", destination])
+            out = run(["docker", "image", "inspect", "--format", "{{json .RepoDigests}}", destination])
+            repo = split_reference(destination)[0]
+            digests = [d.split("@", 1)[1] for d in json.loads(out) or [] if d.startswith(repo + "@")]
+            return digests[0] if digests else ""
+        run([builder, "push", *tls, "--digestfile", str(digestfile), image, f"docker://{destination}"])
+        return digestfile.read_text().strip()
+
+
+def image_json(builder: str, image: str) -> dict:
+    if builder == "buildah":
+        return json.loads(run(["buildah", "inspect", "--type", "image", image]))
+    return json.loads(run([builder, "image", "inspect", image]))[0]
+
+
+def diff_ids(builder: str, image: str) -> list[str]:
+    """The uncompressed digests of the image's layers, base first."""
+    doc = image_json(builder, image)
+    if builder == "buildah":
+        return list(doc["OCIv1"]["rootfs"]["diff_ids"])
+    return list(doc["RootFS"]["Layers"])
+
+
+def remove_image(builder: str, image: str) -> None:
+    with contextlib.suppress(OciError):
+        run([builder, "rmi", "--force", image] if builder != "docker" else ["docker", "image", "rm", "-f", image])
+
+
+def prune_cache(builder: str) -> None:
+    """Drop dangling images (the --layers cache), so the next build starts cold."""
+    with contextlib.suppress(OciError):
+        run([builder, "image", "prune", "--force"] if builder != "buildah" else ["buildah", "rmi", "--prune"])
+
+
+def image_exists(builder: str, image: str) -> bool:
+    try:
+        image_json(builder, image)
+        return True
+    except (OciError, json.JSONDecodeError, IndexError, KeyError):
+        return False
+
+
+# --- registry side ------------------------------------------------------------------------------------
+
+
+def registry_manifest(reference: str) -> dict:
+    """The raw manifest of `repo@sha256:...` or `repo:tag` as the registry serves it (skopeo)."""
+    tls = f"--tls-verify={'false' if insecure(reference) else 'true'}"
+    return json.loads(run(["skopeo", "inspect", tls, "--raw", f"docker://{reference}"], timeout=120))
+
+
+def pushed_size(reference: str) -> int:
+    """Bytes a pull transfers: the config plus the compressed layers of the manifest."""
+    manifest = registry_manifest(reference)
+    return int(manifest.get("config", {}).get("size", 0)) + sum(int(lay["size"]) for lay in manifest.get("layers", []))
+
+
+def unpacked_size(builder: str, image: str) -> int:
+    """Bytes the image takes unpacked (podman reads buildah's storage, so it answers for both)."""
+    tool = "docker" if builder == "docker" else "podman"
+    try:
+        return int(run([tool, "image", "inspect", "--format", "{{.Size}}", image]).strip())
+    except (OciError, ValueError):
+        return 0
