@@ -167,6 +167,9 @@ def test_process_executor_runs_the_command_with_mount_paths_on_the_host(tmp_path
     assert lines == [f"wrote {data / 'out.txt'}"]
     failing = ContainerTask("f", "f", "unused:1", ["python", "-c", "raise SystemExit(4)"], [], [])
     assert ProcessExecutor(sys.executable).run(failing, lines.append) == 4
+    missing = ContainerTask("m", "m", "unused:1", ["/nonexistent/bin/tool"], [], [])
+    assert ProcessExecutor(sys.executable).run(missing, lines.append) == 127
+    assert lines[-1] == "cannot start /nonexistent/bin/tool: No such file or directory"
 
 
 def test_container_mode_is_a_clear_hook_until_the_image_tooling_provides_it():

@@ -90,9 +90,14 @@ class ProcessExecutor:
         command = [self.python if c in ("python", "python3") else c for c in task.command]
         argv = [host_path(a, task.mounts) for a in [*command[1:], *task.args]]
         env = {**os.environ, **task.env, "PYTHONUNBUFFERED": "1"}
-        with subprocess.Popen(
-            [command[0], *argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
-        ) as proc:
+        try:
+            proc = subprocess.Popen(
+                [command[0], *argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+            )
+        except OSError as e:
+            log(f"cannot start {command[0]}: {e.strerror}")
+            return 127
+        with proc:
             assert proc.stdout is not None
             for line in proc.stdout:
                 log(line.rstrip("\n"))
@@ -275,7 +280,13 @@ class LocalRun:
                 value = scope[source["componentInputParameter"]]
             elif "taskOutputParameter" in source:
                 ref = source["taskOutputParameter"]
-                value = outputs[ref["producerTask"]].outputs[ref["outputParameterKey"]]
+                produced = outputs[ref["producerTask"]].outputs
+                if ref["outputParameterKey"] not in produced:
+                    raise OrchestrationError(
+                        f"task {name}: input {pname} reads {ref['producerTask']}.{ref['outputParameterKey']}, which "
+                        "run-local does not have (outputs of a sub-DAG are not supported)"
+                    )
+                value = produced[ref["outputParameterKey"]]
             elif "runtimeValue" in source:
                 value = source["runtimeValue"].get("constant")
                 if isinstance(value, str):
