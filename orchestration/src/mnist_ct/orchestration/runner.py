@@ -107,14 +107,18 @@ class ProcessExecutor:
 def load_executor(containers: bool) -> Executor:
     if not containers:
         return ProcessExecutor()
-    try:
-        from mnist_ct.orchestration.containers import ContainerExecutor  # type: ignore[import-not-found]
-    except ImportError:
+    from mnist_ct.orchestration import containers as engines
+
+    executor_class = getattr(engines, "ContainerExecutor", None)
+    if executor_class is None:
         raise OrchestrationError(
             "container mode (--containers) is not available yet: it comes with the image build tooling, as "
             "mnist_ct.orchestration.containers.ContainerExecutor; run without --containers (process mode)"
-        ) from None
-    return ContainerExecutor()
+        )
+    try:
+        return executor_class()
+    except engines.ContainerError as e:
+        raise OrchestrationError(f"container mode: {e}") from None
 
 
 def new_run_id() -> str:
