@@ -67,6 +67,7 @@ class LocalServer:
     version: str = ""
     options: ServingOptions = field(default_factory=ServingOptions)
     _tmp: Path | None = None
+    _pid: int | None = None
     _own_workdir: bool = False
     _log_file: Any = None
 
@@ -133,7 +134,8 @@ class LocalServer:
         assert self.workdir is not None
         self._log_file = open(self.workdir / "logs" / "console.log", "ab")  # noqa: SIM115 - closed in stop()
         done = subprocess.run(cmd, cwd=self.workdir, env=self._env(), stdout=self._log_file, stderr=self._log_file)
-        if done.returncode != 0:
+        self._pid = self.pid()
+        if done.returncode != 0 or self._pid is None:
             self.stop()
             raise ArtifactError(f"torchserve --start failed (exit {done.returncode}); see {self.workdir}/logs")
         try:
@@ -144,21 +146,17 @@ class LocalServer:
         return self
 
     def pid(self) -> int | None:
-        pid_file = (self._tmp or Path("/nonexistent")) / ".model_server.pid"
+        """The TorchServe frontend's (JVM's) pid, from the pid file its launcher wrote."""
+        if self._tmp is None:
+            return None
+        pid_file = self._tmp / ".model_server.pid"
         try:
             return int(pid_file.read_text().strip())
         except (OSError, ValueError):
             return None
 
     def alive(self) -> bool:
-        pid = self.pid()
-        if pid is None:
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
+        return self._pid is not None and _running(self._pid)
 
     def model_status(self) -> list[dict[str, Any]]:
         """GET /models/<model> on the management API: one entry per version, with its workers."""
@@ -185,23 +183,20 @@ class LocalServer:
         return f"{self.workdir}/logs/ts_log.log and model_log.log"
 
     def stop(self, timeout_s: float = 30.0) -> None:
-        """Stop TorchServe (frontend and workers) and remove its temporary folder."""
-        pid = self.pid()
-        if pid is not None and self.alive():
-            subprocess.run(
-                [*_torchserve_launcher(), "--stop"],
-                cwd=self.workdir,
-                env=self._env(),
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                timeout=timeout_s,
-                check=False,
-            )
+        """Stop TorchServe (as `torchserve --stop` does: SIGTERM to the frontend), wait until the
+        frontend and its workers are gone (SIGKILL after `timeout_s`), remove its temporary folder."""
+        if self._pid is not None and _running(self._pid):
+            processes = _process_tree(self._pid)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._pid, signal.SIGTERM)
             deadline = time.monotonic() + timeout_s
-            while self.alive() and time.monotonic() < deadline:
+            while any(_running(p) for p in processes) and time.monotonic() < deadline:
                 time.sleep(0.1)
-            if self.alive():
-                _kill_tree(pid)
+            for p in processes:
+                if _running(p):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(p, signal.SIGKILL)
+        self._pid = None
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
@@ -216,19 +211,30 @@ class LocalServer:
         self.stop()
 
 
-def _kill_tree(pid: int) -> None:
-    """SIGKILL the frontend and its Python workers (psutil comes with torchserve)."""
+def _running(pid: int) -> bool:
+    """Whether `pid` runs (a zombie waiting to be reaped does not count)."""
     try:
         import psutil
 
-        procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
-    except Exception:  # noqa: BLE001 - already gone, or no psutil: kill what we know
-        procs = []
-    for p in procs:
-        with contextlib.suppress(Exception):
-            p.kill()
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except ImportError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    except Exception:  # noqa: BLE001 - psutil.NoSuchProcess and friends: gone
+        return False
+
+
+def _process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (TorchServe's Python workers); psutil comes with torchserve."""
+    try:
+        import psutil
+
+        return [pid, *(c.pid for c in psutil.Process(pid).children(recursive=True))]
+    except Exception:  # noqa: BLE001 - gone already, or no psutil: what we know
+        return [pid]
 
 
 def fetch(
