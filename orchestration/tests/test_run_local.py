@@ -1,13 +1,15 @@
 """`mnist-ct run-local` end to end with the real step packages on mnist-5k (small: --limit-per-class).
 
-Needs every step installed beside orchestration (`nox -s pipeline` builds such a venv; so does the
-shared dev venv). Where they are missing these tests skip, unless MNIST_CT_REQUIRE_STEPS=1 makes
-that a failure (for CI environments that install the steps).
+Needs every step installed beside orchestration (as in `nox -s pipeline`'s venv), or else each step's
+own venv under .nox/packages/<step> (what `nox -s tests` builds before orchestration's tests; another
+folder: MNIST_CT_STEP_VENVS), run with `run-local --venvs`. Where neither is there these tests skip,
+unless MNIST_CT_REQUIRE_STEPS=1 makes that a failure.
 """
 
 import importlib.util
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -16,17 +18,23 @@ from mnist_ct.orchestration.lock import STEPS
 from mnist_ct.orchestration.runner import text_value
 
 MISSING = [s for s in STEPS if importlib.util.find_spec(f"mnist_ct.{s}") is None]
-if MISSING and os.environ.get("MNIST_CT_REQUIRE_STEPS") == "1":
+# Else each step in its own venv, as `nox -s tests` leaves them (orchestration's tests run last).
+VENVS = Path(os.environ.get("MNIST_CT_STEP_VENVS", Path(__file__).resolve().parents[2] / ".nox" / "packages"))
+HAVE_VENVS = all((VENVS / s / "bin" / "python").is_file() for s in STEPS)
+RUNNER = [] if not MISSING else ["--venvs", str(VENVS)] if HAVE_VENVS else None
+if RUNNER is None and os.environ.get("MNIST_CT_REQUIRE_STEPS") == "1":
     raise RuntimeError(f"MNIST_CT_REQUIRE_STEPS=1 but step packages are not installed: {', '.join(MISSING)}")
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(bool(MISSING), reason=f"step packages not installed: {', '.join(MISSING)}"),
+    pytest.mark.skipif(
+        RUNNER is None, reason=f"steps not installed here ({', '.join(MISSING)}) nor step venvs under {VENVS}"
+    ),
 ]
 
 
 def run_local(workdir, run_id, *options):
-    return main(["run-local", "--workdir", str(workdir), "--run-id", run_id, *options])
+    return main(["run-local", "--workdir", str(workdir), "--run-id", run_id, *(RUNNER or []), *options])
 
 
 def tasks(workdir, run_id):

@@ -182,3 +182,20 @@ def test_container_mode_loads_the_image_tooling_executor():
     else:
         assert isinstance(executor, containers.ContainerExecutor)
         assert executor.description.startswith("container mode")
+
+
+def test_per_step_venvs_run_each_step_with_its_own_python(tmp_path):
+    venvs = tmp_path / "venvs"
+    (venvs / "orchestration" / "bin").mkdir(parents=True)
+    python = venvs / "orchestration" / "bin" / "python"
+    python.write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')  # stands for the venv's interpreter
+    python.chmod(0o755)
+    executor = ProcessExecutor(venvs=venvs)
+    task = ContainerTask("t", "t", "unused:1", ["python", "-m", "mnist_ct.orchestration"], ["--help"], [])
+    lines: list[str] = []
+    assert executor.run(task, lines.append) == 0
+    assert lines[0].startswith("usage: mnist-ct")
+    commands = [["python", "-m", "mnist_ct.orchestration"], ["python", "-m", "mnist_ct.train_model"]]
+    assert executor.missing(commands) == [str(venvs.resolve() / "train_model" / "bin" / "python")]
+    with pytest.raises(OrchestrationError, match="cannot tell the step"):
+        executor.python_for(["python", "-c", "pass"])

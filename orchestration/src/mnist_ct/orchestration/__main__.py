@@ -104,6 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
     lr.add_argument("--run-id", help="run id (default: local-<UTC time>-<random>)")
     lr.add_argument("--pipeline", type=Path, help="run this compiled YAML instead of compiling")
     lr.add_argument(
+        "--venvs",
+        type=Path,
+        metavar="DIR",
+        help="run each step with its own venv, DIR/<step>/bin/python (e.g. .nox/packages after `nox -s tests`), "
+        "instead of this Python",
+    )
+    lr.add_argument(
         "--containers",
         action="store_true",
         help="run the step images instead of the installed packages (provided by the image build tooling)",
@@ -156,6 +163,7 @@ def _run_local(args: argparse.Namespace) -> int:
         run_id=args.run_id,
         pipeline=args.pipeline,
         containers=args.containers,
+        venvs=args.venvs,
     )
 
 

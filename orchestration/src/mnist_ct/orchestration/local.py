@@ -9,10 +9,17 @@ from pathlib import Path
 
 from mnist_ct.orchestration import spec
 from mnist_ct.orchestration.compiling import compile_pipeline
-from mnist_ct.orchestration.errors import StepFailed
+from mnist_ct.orchestration.errors import OrchestrationError, StepFailed
 from mnist_ct.orchestration.lock import read_lock
 from mnist_ct.orchestration.pipeline import DEPLOY, MODEL
-from mnist_ct.orchestration.runner import LocalRun, RunResult, load_executor, new_run_id, text_value
+from mnist_ct.orchestration.runner import (
+    LocalRun,
+    ProcessExecutor,
+    RunResult,
+    load_executor,
+    new_run_id,
+    text_value,
+)
 
 
 def summary(result: RunResult) -> list[str]:
@@ -56,16 +63,22 @@ def run_local(
     run_id: str | None = None,
     pipeline: Path | None = None,
     containers: bool = False,
+    venvs: Path | None = None,
     out: Callable[[str], None] = lambda line: print(line, flush=True),
 ) -> int:
     workdir = Path(workdir).resolve()
     run_id = run_id or new_run_id()
-    executor = load_executor(containers)
+    executor = load_executor(containers, venvs)
     if pipeline is None:
         pipeline = workdir / "kfp" / run_id / "pipeline.yaml"
         compiled = compile_pipeline(read_lock(lock_path), pipeline, dev=True)
     else:
         compiled = spec.load(pipeline)
+    if isinstance(executor, ProcessExecutor):
+        commands = [e["container"].get("command", []) for e in compiled.executors.values()]
+        missing = executor.missing(commands)
+        if missing:
+            raise OrchestrationError(f"no Python for every step: {', '.join(missing)} missing", missing)
     run = LocalRun(compiled, workdir, executor, params, run_id=run_id, out=out)
     shown = ", ".join(f"{k}={text_value(v)}" for k, v in sorted(run.arguments.items()))
     out(f"run-local: run {run_id} of {pipeline}")

@@ -80,14 +80,35 @@ def host_path(arg: str, mounts: list[Mount]) -> str:
 
 
 class ProcessExecutor:
-    """Run `python -m mnist_ct.<step>` with the installed step packages, mount paths mapped to folders."""
+    """Run `python -m mnist_ct.<step>` with the installed step packages, mount paths mapped to folders.
 
-    def __init__(self, python: str = sys.executable) -> None:
+    The Python is this one (every step installed beside orchestration), or with `venvs` each step's own
+    venv, `<venvs>/<step>/bin/python` (the layout of `nox -s tests`' .nox/packages): each step then
+    runs with only what its own pyproject installs, as in its image.
+    """
+
+    def __init__(self, python: str = sys.executable, venvs: Path | None = None) -> None:
         self.python = python
-        self.description = f"process mode ({python})"
+        self.venvs = Path(venvs).resolve() if venvs else None
+        self.description = f"process mode, per-step venvs under {self.venvs}" if venvs else f"process mode ({python})"
+
+    def python_for(self, command: list[str]) -> str:
+        if self.venvs is None:
+            return self.python
+        module = command[2] if len(command) == 3 and command[1] == "-m" else ""
+        step = module.removeprefix("mnist_ct.")
+        if not module.startswith("mnist_ct.") or not step.isidentifier():
+            raise OrchestrationError(f"per-step venvs: cannot tell the step of command {command}")
+        return str(self.venvs / step / "bin" / "python")
+
+    def missing(self, commands: list[list[str]]) -> list[str]:
+        """The interpreters these commands would need that do not exist."""
+        pythons = [self.python_for(c) for c in commands if c and c[0] in ("python", "python3")]
+        return sorted({p for p in pythons if not Path(p).is_file()})
 
     def run(self, task: ContainerTask, log: Callable[[str], None]) -> int:
-        command = [self.python if c in ("python", "python3") else c for c in task.command]
+        python = self.python_for(task.command)
+        command = [python if c in ("python", "python3") else c for c in task.command]
         argv = [host_path(a, task.mounts) for a in [*command[1:], *task.args]]
         env = {**os.environ, **task.env, "PYTHONUNBUFFERED": "1"}
         try:
@@ -104,9 +125,11 @@ class ProcessExecutor:
         return proc.returncode
 
 
-def load_executor(containers: bool) -> Executor:
+def load_executor(containers: bool, venvs: Path | None = None) -> Executor:
     if not containers:
-        return ProcessExecutor()
+        return ProcessExecutor(venvs=venvs)
+    if venvs is not None:
+        raise OrchestrationError("--venvs is for process mode; --containers runs the images")
     from mnist_ct.orchestration import containers as engines
 
     executor_class = getattr(engines, "ContainerExecutor", None)
