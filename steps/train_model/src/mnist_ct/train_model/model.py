@@ -1,0 +1,137 @@
+"""The embedding network, the ArcFace head, and the TorchScript export (the serving contract)."""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# Mean and std of MNIST pixels in [0,1]; the exported model applies them itself (serving contract).
+PIXEL_MEAN = 0.1307
+PIXEL_STD = 0.3081
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A small VGG-style net: three conv stages (28 -> 14 -> 7) and a linear embedding layer."""
+
+    widths: tuple[int, int, int] = (32, 64, 128)
+    blocks: tuple[int, int, int] = (1, 1, 1)  # conv-BN-ReLU layers per stage
+    embedding_dim: int = 64
+
+    def to_json(self) -> dict:
+        return {"name": "convnet-3stage", **asdict(self), "widths": list(self.widths), "blocks": list(self.blocks)}
+
+
+def _conv_bn_relu(cin: int, cout: int) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+
+class EmbeddingNet(nn.Module):
+    """[N,1,28,28] float in [0,1] -> [N,D] unnormalised embedding (normalised by `Exported`)."""
+
+    def __init__(self, arch: Architecture) -> None:
+        super().__init__()
+        self.arch = arch
+        self.mean = PIXEL_MEAN
+        self.std = PIXEL_STD
+        layers: list[nn.Module] = []
+        cin = 1
+        for stage, (width, blocks) in enumerate(zip(arch.widths, arch.blocks, strict=True)):
+            if stage:
+                layers.append(nn.MaxPool2d(2))
+            for _ in range(blocks):
+                layers += _conv_bn_relu(cin, width)
+                cin = width
+        self.features = nn.Sequential(*layers)
+        self.embed = nn.Linear(cin * 7 * 7, arch.embedding_dim, bias=False)
+        self.bn = nn.BatchNorm1d(arch.embedding_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x - self.mean) / self.std
+        x = self.features(x)
+        return self.bn(self.embed(torch.flatten(x, 1)))
+
+
+class ArcFace(nn.Module):
+    """Additive angular margin head: s * cos(theta + m) for the target class, s * cos(theta) otherwise.
+
+    Past theta = pi - m the margin would make cos(theta + m) grow again, so there the logit falls back
+    to the linear cos(theta) - m * sin(m) (as in insightface). sin(theta) is taken from a clamped
+    1 - cos^2, so gradients stay finite at cos = +-1.
+    """
+
+    def __init__(self, embedding_dim: int, num_classes: int = 10, scale: float = 32.0, margin: float = 0.5) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(num_classes, embedding_dim))
+        nn.init.xavier_uniform_(self.weight)
+        self.scale = scale
+        self.margin = margin
+
+    def cosine(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """cos(theta) between each L2-normalised embedding and each class centre: [N, classes]."""
+        return F.linear(F.normalize(embeddings, dim=1), F.normalize(self.weight, dim=1))
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        cos = self.cosine(embeddings).float()
+        m = self.margin
+        sin = torch.sqrt(torch.clamp(1.0 - cos * cos, min=1e-7))
+        cos_m = cos * math.cos(m) - sin * math.sin(m)
+        cos_m = torch.where(cos > math.cos(math.pi - m), cos_m, cos - math.sin(math.pi - m) * m)
+        target = F.one_hot(labels, cos.shape[1]).bool()
+        return self.scale * torch.where(target, cos_m, cos)
+
+
+class Exported(nn.Module):
+    """What model.pt holds: float32 [N,1,28,28] in [0,1] -> float32 [N,D], L2-normalised."""
+
+    def __init__(self, net: EmbeddingNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.net(x.float()), dim=1)
+
+
+def export_torchscript(net: EmbeddingNet) -> bytes:
+    """Script and freeze (folds BatchNorm into the convolutions) a CPU copy of `net`; the file's bytes."""
+    copy = EmbeddingNet(net.arch)
+    state = {k: v.detach().to("cpu", memory_format=torch.contiguous_format) for k, v in net.state_dict().items()}
+    copy.load_state_dict(state)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        # torch 2.13 deprecates TorchScript, but it is what the serving contract and TorchServe 0.12 load.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        scripted = torch.jit.freeze(torch.jit.script(Exported(copy).eval()))
+        torch.jit.save(scripted, buffer)
+    return buffer.getvalue()
+
+
+def forward_flops(net: nn.Module) -> int:
+    """Floating-point operations (2 per multiply-add) of one image's forward pass through convs and linears."""
+    flops = 0
+
+    def count(module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
+        nonlocal flops
+        if isinstance(module, nn.Conv2d):
+            k = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+            flops += 2 * k * output[0].numel()
+        elif isinstance(module, nn.Linear):
+            flops += 2 * module.in_features * module.out_features
+
+    hooks = [m.register_forward_hook(count) for m in net.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    was_training = net.training
+    try:
+        net.eval()
+        with torch.no_grad():
+            net(torch.zeros(1, 1, 28, 28, device=next(net.parameters()).device))
+    finally:
+        for h in hooks:
+            h.remove()
+        net.train(was_training)
+    return flops

@@ -1,0 +1,379 @@
+"""The training loop: hold-out split, schedule, per-epoch validation, checkpoints and resume."""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mnist_ct.artifacts import ArtifactError, UsageError, atomic_write_bytes
+
+from .augment import Augmentation, random_affine
+from .model import ArcFace, Architecture, EmbeddingNet
+
+STATE_FILE = "state.pt"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides the trained weights (device and threads aside)."""
+
+    epochs: int = 15
+    batch_size: int = 128
+    lr: float = 3e-3  # peak of the one-cycle schedule
+    weight_decay: float = 5e-4
+    warmup: float = 0.15  # fraction of all steps spent warming up
+    embedding_dim: int = 64
+    widths: tuple[int, int, int] = (32, 64, 128)
+    blocks: tuple[int, int, int] = (1, 1, 1)
+    margin: float = 0.5
+    scale: float = 32.0
+    label_smoothing: float = 0.0
+    augmentation: Augmentation = field(default_factory=Augmentation)
+    seed: int = 0
+    val_fraction: float = 0.1
+    val_gallery: int = 10000  # at most this many training images form the 1-NN gallery for validation
+    patience: int = 0  # stop after this many epochs without a better validation 1-NN accuracy; 0: never
+
+    @property
+    def architecture(self) -> Architecture:
+        return Architecture(widths=self.widths, blocks=self.blocks, embedding_dim=self.embedding_dim)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["widths"] = list(self.widths)
+        d["blocks"] = list(self.blocks)
+        return d
+
+
+@dataclass
+class EpochMetrics:
+    epoch: int
+    lr: float
+    loss: float
+    train_accuracy: float  # ArcFace logits (without margin) on the augmented training batches
+    val_accuracy: float  # ArcFace logits: nearest class centre
+    val_nn1_accuracy: float  # 1-nearest-neighbour against (part of) the training part
+    train_seconds: float  # this epoch's optimisation time, validation excluded
+    val_seconds: float
+    images_per_second: float
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    net: EmbeddingNet  # the best epoch's weights, eval mode, on the CPU
+    history: list[EpochMetrics]
+    best_epoch: int
+    stopped_early: bool
+    resumed_from: int  # last epoch loaded from a checkpoint (0: none)
+    train_size: int
+    val_size: int
+
+
+def holdout_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified random split of the indices into (train, validation); each class keeps `fraction` aside."""
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        rng.shuffle(idx)
+        k = int(round(len(idx) * fraction))
+        if fraction > 0 and len(idx) > 1:
+            k = min(max(k, 1), len(idx) - 1)
+        val.append(idx[:k])
+        train.append(idx[k:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+
+
+def lr_at(step: int, total: int, peak: float, warmup: float) -> float:
+    """One-cycle: linear warm-up from peak/25 to peak, then cosine down to peak/1e4 at the last step."""
+    warm = max(1, int(total * warmup))
+    if step < warm:
+        return peak / 25 + (peak - peak / 25) * step / warm
+    t = (step - warm) / max(1, total - warm)
+    return peak / 1e4 + (peak - peak / 1e4) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+
+
+def to_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 [N,28,28] -> float32 [N,1,28,28] in [0,1] on `device`, channels-last for faster convolutions."""
+    x = images.to(device, non_blocking=True).unsqueeze(1).float().div_(255)
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+@torch.no_grad()
+def embed(net: EmbeddingNet, images: torch.Tensor, device: torch.device, batch_size: int = 1024) -> torch.Tensor:
+    """L2-normalised embeddings of uint8 images [N,28,28] (eval mode), on the CPU."""
+    net.eval()
+    out = [
+        F.normalize(net(to_input(images[i : i + batch_size], device)).float(), dim=1).cpu()
+        for i in range(0, len(images), batch_size)
+    ]
+    return torch.cat(out) if out else torch.empty(0, net.arch.embedding_dim)
+
+
+def nn1_accuracy(
+    gallery: torch.Tensor,
+    gallery_labels: torch.Tensor,
+    queries: torch.Tensor,
+    query_labels: torch.Tensor,
+    batch_size: int = 2048,
+) -> float:
+    """Accuracy of classifying each query by the label of its most similar (cosine) gallery item."""
+    if len(queries) == 0:
+        return float("nan")
+    correct = 0
+    for i in range(0, len(queries), batch_size):
+        nearest = (queries[i : i + batch_size] @ gallery.T).argmax(1)
+        correct += int((gallery_labels[nearest] == query_labels[i : i + batch_size]).sum())
+    return correct / len(queries)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available here; use --device cpu or auto")
+    return torch.device(name)
+
+
+def _save(path: Path, obj: dict[str, Any]) -> None:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _load(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated or foreign file
+        raise ArtifactError(f"{path}: unreadable checkpoint ({e.__class__.__name__}); rerun without --resume") from None
+
+
+def epoch_checkpoint(folder: Path, epoch: int) -> Path:
+    return Path(folder) / f"epoch-{epoch:03d}.pt"
+
+
+def _fingerprint(config: TrainConfig, data_digest: str) -> dict[str, Any]:
+    return {"config": config.to_json(), "data": data_digest}
+
+
+class Trainer:
+    """Trains `EmbeddingNet` + `ArcFace` on uint8 images, checkpointing every epoch into `checkpoints`."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        device: torch.device,
+        checkpoints: Path,
+        data_digest: str,
+        progress: Callable[[Iterable[Any], int, str], Iterator[Any]] | None = None,
+        log: Callable[[str], None] = lambda _: None,
+        amp: bool | None = None,
+    ) -> None:
+        self.config = config
+        # bf16 autocast on CUDA by default; on the CPU only when asked (changes the numerics).
+        self.amp = device.type == "cuda" if amp is None else amp
+        self.device = device
+        self.checkpoints = Path(checkpoints)
+        self.data_digest = data_digest
+        self.progress = progress or (lambda items, total, desc: iter(items))
+        self.log = log
+        self.val_size = 0
+
+    def _build(self) -> tuple[EmbeddingNet, ArcFace, torch.optim.Optimizer]:
+        c = self.config
+        torch.manual_seed(c.seed)
+        net = EmbeddingNet(c.architecture).to(self.device, memory_format=torch.channels_last)
+        head = ArcFace(c.embedding_dim, scale=c.scale, margin=c.margin).to(self.device)
+        decay, no_decay = [], []
+        for module in (net, head):
+            for p in module.parameters():
+                (no_decay if p.ndim == 1 else decay).append(p)  # no weight decay on BatchNorm and biases
+        opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": c.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=c.lr,
+            betas=(0.9, 0.99),
+        )
+        return net, head, opt
+
+    def _resume(self, net: EmbeddingNet, head: ArcFace, opt: torch.optim.Optimizer) -> tuple[int, list[EpochMetrics]]:
+        state_path = self.checkpoints / STATE_FILE
+        if not state_path.is_file():
+            self.log(f"resume: no checkpoint in {self.checkpoints}; starting from epoch 1")
+            return 0, []
+        state = _load(state_path)
+        if state.get("fingerprint") != _fingerprint(self.config, self.data_digest):
+            raise ArtifactError(
+                f"{state_path}: the checkpoint was made with other options or data; "
+                "rerun with the same options, or without --resume to start over"
+            )
+        epoch = int(state["epoch"])
+        weights = _load(epoch_checkpoint(self.checkpoints, epoch))
+        net.load_state_dict(weights["net"])
+        head.load_state_dict(weights["head"])
+        opt.load_state_dict(state["optimizer"])
+        history = [EpochMetrics(**h) for h in state["history"]]
+        self.log(f"resume: continuing after epoch {epoch} from {state_path}")
+        return epoch, history
+
+    def fit(self, images: np.ndarray, labels: np.ndarray, resume: bool = False) -> TrainResult:
+        c = self.config
+        train_idx, val_idx = holdout_split(labels, c.val_fraction, c.seed)
+        self.val_size = len(val_idx)
+        if len(train_idx) < 2:
+            raise ArtifactError(f"only {len(train_idx)} training images after holding out validation; need more data")
+        all_images = torch.from_numpy(np.array(images, dtype=np.uint8))  # a copy: the input may be read-only
+        all_labels = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+        x_train, y_train = all_images[train_idx], all_labels[train_idx]
+        x_val, y_val = all_images[val_idx], all_labels[val_idx]
+        rng = np.random.default_rng(c.seed + 1)
+        g_idx = np.sort(rng.permutation(len(train_idx))[: c.val_gallery])
+        x_gallery, y_gallery = x_train[g_idx], y_train[g_idx]
+
+        net, head, opt = self._build()
+        start, history = 0, []
+        if resume:
+            start, history = self._resume(net, head, opt)
+        else:
+            for old in [*self.checkpoints.glob("epoch-*.pt"), self.checkpoints / STATE_FILE]:
+                old.unlink(missing_ok=True)
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+
+        batch = min(c.batch_size, len(train_idx))
+        steps_per_epoch = len(train_idx) // batch  # the last partial batch is dropped (BatchNorm needs > 1)
+        total = steps_per_epoch * c.epochs
+        stopped_early = self._patience_exhausted(history) and start < c.epochs
+        for epoch in range(start + 1, c.epochs + 1):
+            if stopped_early:
+                break
+            # Each epoch's randomness derives from (seed, epoch) only, so a resumed run repeats it exactly.
+            gen = torch.Generator().manual_seed(c.seed * 1_000_003 + epoch)
+            perm = torch.randperm(len(train_idx), generator=gen)
+            net.train()
+            head.train()
+            t0 = time.perf_counter()
+            loss_sum = torch.zeros((), device=self.device)
+            correct = torch.zeros((), device=self.device, dtype=torch.long)
+            seen = 0
+            lr = c.lr
+            for i in self.progress(range(steps_per_epoch), steps_per_epoch, f"epoch {epoch}/{c.epochs}"):
+                step = (epoch - 1) * steps_per_epoch + i
+                lr = lr_at(step, total, c.lr, c.warmup)
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                idx = perm[i * batch : (i + 1) * batch]
+                x = random_affine(to_input(x_train[idx], self.device), c.augmentation, gen)
+                y = y_train[idx].to(self.device, non_blocking=True)
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                    emb = net(x)
+                logits = head(emb.float(), y)
+                loss = F.cross_entropy(logits, y, label_smoothing=c.label_smoothing)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                loss_sum += loss.detach() * len(y)
+                with torch.no_grad():
+                    correct += (head.cosine(emb.detach().float()).argmax(1) == y).sum()
+                seen += len(y)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()
+            train_seconds = time.perf_counter() - t0
+
+            t1 = time.perf_counter()
+            val_acc, val_nn1 = self._validate(net, head, x_gallery, y_gallery, x_val, y_val)
+            metrics = EpochMetrics(
+                epoch=epoch,
+                lr=lr,
+                loss=float(loss_sum) / max(seen, 1),
+                train_accuracy=int(correct) / max(seen, 1),
+                val_accuracy=val_acc,
+                val_nn1_accuracy=val_nn1,
+                train_seconds=train_seconds,
+                val_seconds=time.perf_counter() - t1,
+                images_per_second=seen / train_seconds if train_seconds > 0 else float("nan"),
+            )
+            history.append(metrics)
+            self._checkpoint(epoch, net, head, opt, history)
+            best = self.best_epoch(history, self.val_size)
+            self.log(
+                f"epoch {epoch}/{c.epochs}: loss {metrics.loss:.4f}, train acc {metrics.train_accuracy:.4f}, "
+                f"val acc {val_acc:.4f}, val 1-NN {val_nn1:.4f}, {train_seconds:.1f} s "
+                f"({metrics.images_per_second:.0f} img/s), best epoch {best}"
+            )
+            stopped_early = self._patience_exhausted(history) and epoch < c.epochs
+            if stopped_early:
+                self.log(f"early stop: no better validation 1-NN accuracy for {c.patience} epochs")
+
+        best = self.best_epoch(history, self.val_size)
+        weights = _load(epoch_checkpoint(self.checkpoints, best))
+        final = EmbeddingNet(c.architecture)
+        final.load_state_dict(weights["net"])
+        return TrainResult(final.eval(), history, best, stopped_early, start, len(train_idx), len(val_idx))
+
+    def _validate(
+        self,
+        net: EmbeddingNet,
+        head: ArcFace,
+        x_gallery: torch.Tensor,
+        y_gallery: torch.Tensor,
+        x_val: torch.Tensor,
+        y_val: torch.Tensor,
+    ) -> tuple[float, float]:
+        if len(x_val) == 0:
+            return float("nan"), float("nan")
+        head.eval()
+        q = embed(net, x_val, self.device)
+        with torch.no_grad():
+            val_acc = float((head.cosine(q.to(self.device)).argmax(1).cpu() == y_val).float().mean())
+        g = embed(net, x_gallery, self.device)
+        return val_acc, nn1_accuracy(g, y_gallery, q, y_val)
+
+    def _checkpoint(
+        self, epoch: int, net: EmbeddingNet, head: ArcFace, opt: torch.optim.Optimizer, history: list[EpochMetrics]
+    ) -> None:
+        # Weights first, then the state that points at them: a kill in between only repeats this epoch.
+        cpu = lambda sd: {k: v.detach().cpu() for k, v in sd.items()}  # noqa: E731
+        _save(
+            epoch_checkpoint(self.checkpoints, epoch),
+            {"epoch": epoch, "net": cpu(net.state_dict()), "head": cpu(head.state_dict())},
+        )
+        _save(
+            self.checkpoints / STATE_FILE,
+            {
+                "epoch": epoch,
+                "fingerprint": _fingerprint(self.config, self.data_digest),
+                "optimizer": opt.state_dict(),
+                "history": [h.to_json() for h in history],
+            },
+        )
+
+    @staticmethod
+    def best_epoch(history: list[EpochMetrics], val_size: int = 0) -> int:
+        """The epoch with the highest validation 1-NN accuracy; no validation: the last epoch.
+
+        A later epoch within one validation image of the best counts as just as good (such a difference
+        is noise, and the later epoch trained at a lower learning rate), so it wins the tie.
+        """
+        scores = [0.0 if math.isnan(h.val_nn1_accuracy) else h.val_nn1_accuracy for h in history]
+        tolerance = 1.0 / val_size if val_size else 0.0
+        top = max(scores)
+        return max(h.epoch for h, s in zip(history, scores, strict=True) if s >= top - tolerance - 1e-12)
+
+    def _patience_exhausted(self, history: list[EpochMetrics]) -> bool:
+        """True once the best validation 1-NN accuracy has not risen for `patience` epochs."""
+        if not self.config.patience or not history:
+            return False
+        scores = [0.0 if math.isnan(h.val_nn1_accuracy) else h.val_nn1_accuracy for h in history]
+        last_rise = max(i for i, s in enumerate(scores) if s > max(scores[:i], default=-1.0))
+        return len(scores) - 1 - last_rise >= self.config.patience
