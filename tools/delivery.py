@@ -157,6 +157,9 @@ def build_changed(
             dockerfile = package.path / "Dockerfile"
             if not dockerfile.is_file():
                 raise DeliveryError(f"{name}: no Dockerfile in {package.path.relative_to(root)}")
+            if report.builder != "docker" and not oci.declares_args(dockerfile, "DEPS_SHA256", "LOCAL_SHA256"):
+                log(f"{name}: its Dockerfile declares no DEPS_SHA256/LOCAL_SHA256 args (tools/step.Dockerfile): "
+                    f"{report.builder} cannot tell changed wheels from cached ones, so no layer cache")  # fmt: skip
             t0 = time.monotonic()
             house = wheelhouse.build_wheelhouse(root, package, packages, root / ".nox" / "wheelhouse" / name, cache)
             t1 = time.monotonic()

@@ -27,6 +27,7 @@ import resource
 import shutil
 import subprocess
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 ENGINES = ("docker", "buildah", "podman")
@@ -116,6 +117,16 @@ def container_argv(
     return [[engine, "run", "--rm", *tls, "--name", name, *users, *volumes, *envs, *entry, image, *argv[1:]]]
 
 
+def _execute(argv: list[str], log, capture_output: bool, timeout: float | None) -> subprocess.CompletedProcess:
+    if log is None:
+        return subprocess.run(argv, capture_output=capture_output, text=True, timeout=timeout, check=False)
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log(line.rstrip("\n"))
+    return subprocess.CompletedProcess(argv, proc.returncode)
+
+
 def run_container(
     image: str,
     argv: list[str],
@@ -127,11 +138,13 @@ def run_container(
     mirrors: dict[str, str] | None = None,
     timeout: float | None = None,
     capture_output: bool = False,
+    log: Callable[[str], None] | None = None,
 ) -> subprocess.CompletedProcess:
     """Run `argv` in `image` with `mounts` ({host folder: container path}); the command's exit status.
 
-    Host folders are created if missing. ContainerError if no engine works or the image cannot be had;
-    the command's own failure is its returncode (the caller decides).
+    Host folders are created if missing. With `log`, each output line (stdout and stderr) goes to it.
+    ContainerError if no engine works or the image cannot be had; the command's own failure is its
+    returncode (the caller decides).
     """
     engine = detect_engine(engine)
     mounts = dict(mounts or {})
@@ -143,14 +156,41 @@ def run_container(
     name = f"mnist-ct-{uuid.uuid4().hex[:12]}"
     commands = container_argv(engine, ref, argv, mounts, env=env, user=user, name=name)
     if engine != "buildah":
-        return subprocess.run(commands[0], capture_output=capture_output, text=True, timeout=timeout, check=False)
+        return _execute(commands[0], log, capture_output, timeout)
     pulled = subprocess.run(commands[0], capture_output=True, text=True, check=False)
     if pulled.returncode != 0:
-        raise ContainerError(f"buildah from {ref}: {pulled.stderr.strip().splitlines()[-1:] or 'failed'}")
+        last = (pulled.stderr.strip().splitlines() or ["failed"])[-1]
+        raise ContainerError(f"buildah from {ref}: {last}")
     try:
-        return subprocess.run(commands[1], capture_output=capture_output, text=True, timeout=timeout, check=False)
+        return _execute(commands[1], log, capture_output, timeout)
     finally:
         subprocess.run(["buildah", "rm", name], capture_output=True, check=False)
+
+
+class ContainerExecutor:
+    """The local runner's container mode (`mnist-ct run-local --containers`): the runner.Executor protocol.
+
+    Each task runs in its image (the lock's pin; MNIST_CT_REGISTRY_MIRROR maps the registry), its
+    command + args unchanged (container paths), each of its mounts a bind mount of the host folder.
+    """
+
+    def __init__(self, engine: str | None = None, mirrors: dict[str, str] | None = None, user: str | None = None):
+        self.engine = detect_engine(engine)
+        self.mirrors = mirrors
+        self.user = user
+        self.description = f"container mode ({self.engine})"
+
+    def run(self, task, log: Callable[[str], None]) -> int:
+        mounts = {Path(m.host): m.container_path for m in task.mounts}
+        try:
+            done = run_container(
+                task.image, [*task.command, *task.args], mounts, engine=self.engine, env=dict(task.env),
+                user=self.user, mirrors=self.mirrors, log=log,
+            )  # fmt: skip
+        except ContainerError as e:
+            log(f"cannot start {task.image}: {e}")
+            return 125
+        return done.returncode
 
 
 def image_entrypoint(image: str, engine: str | None = None) -> list[str]:

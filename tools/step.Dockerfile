@@ -1,0 +1,22 @@
+# syntax=docker/dockerfile:1
+# The step image template (every steps/<step>/Dockerfile is this with its module name). The build context
+# is the wheelhouse that tools/wheelhouse.py makes: deps/ (third-party wheels + requirements.txt) and
+# local/ (the step's and its libs' wheels). Build it with `nox -s build-changed`.
+ARG BASE_IMAGE=docker.io/library/python:3.11-slim-bookworm
+FROM ${BASE_IMAGE}
+# Fixed timestamps for reproducible layers (pip writes hash-based .pyc with it).
+ARG SOURCE_DATE_EPOCH=0
+ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1
+RUN python3 -m venv /opt/venv
+# Third-party wheels first, so a code-only change rebuilds only the thin layer below.
+# DEPS_SHA256/LOCAL_SHA256: the folders' content hashes, set by the tooling; they key the layer cache
+# of builders that ignore bind-mounted content (buildah < 1.39, containers/buildah#5400).
+ARG DEPS_SHA256=unset
+RUN --mount=type=bind,source=deps,target=/wheels \
+    pip install --no-cache-dir --no-index --find-links /wheels -r /wheels/requirements.txt
+ARG LOCAL_SHA256=unset
+RUN --mount=type=bind,source=local,target=/wheels \
+    pip install --no-cache-dir --no-index --no-deps /wheels/*.whl
+RUN useradd --system --uid 10001 --no-create-home step
+USER 10001
+ENTRYPOINT ["python", "-m", "mnist_ct.STEP_MODULE"]

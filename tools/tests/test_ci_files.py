@@ -1,0 +1,85 @@
+"""The CI files: GitHub workflows against GitHub's schema, every Dockerfile through hadolint, .ci/run."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pytest
+from conftest import REPO
+
+WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))
+DOCKERFILES = sorted(REPO.glob("steps/*/Dockerfile")) + [REPO / "tools" / "step.Dockerfile"]
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not installed (nox -s tooling installs it)")
+    return path
+
+
+def test_there_are_workflows_for_pull_requests_and_main():
+    names = {w.name for w in WORKFLOWS}
+    assert {"pr.yml", "main.yml"} <= names
+
+
+@pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda p: p.name)
+def test_workflow_matches_githubs_schema(workflow):
+    done = subprocess.run(
+        [tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", str(workflow)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_schema_check_really_rejects_a_broken_workflow(tmp_path):
+    broken = tmp_path / "broken.yml"
+    steps = "    steps:\n      - uses: 42\n        run: both\n"
+    broken.write_text("on: push\njobs:\n  x:\n    runs-on: ubuntu-24.04\n" + steps)
+    done = subprocess.run([tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", str(broken)])
+    assert done.returncode != 0
+
+
+def test_workflows_run_the_delivery_sessions():
+    pr = (REPO / ".github" / "workflows" / "pr.yml").read_text()
+    main = (REPO / ".github" / "workflows" / "main.yml").read_text()
+    assert "nox -s test-changed" in pr
+    assert re.search(r"nox -s build-changed -- .*--push", main)
+    assert "mnist-ct compile" in main and "tags:" in main
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: str(p.relative_to(REPO)))
+def test_dockerfile_passes_hadolint(dockerfile):
+    done = subprocess.run([tool("hadolint"), str(dockerfile)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_hadolint_really_flags_a_bad_dockerfile(tmp_path):
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM debian\nRUN apt-get install curl\n")
+    assert subprocess.run([tool("hadolint"), str(bad)], capture_output=True).returncode != 0
+
+
+@pytest.mark.parametrize("dockerfile", sorted(REPO.glob("steps/*/Dockerfile")), ids=lambda p: p.parent.name)
+def test_step_dockerfile_keeps_the_build_contract(dockerfile):
+    """What the tooling relies on: base and epoch args, deps/ before local/, no network, non-root, module."""
+    text = dockerfile.read_text()
+    assert re.search(r"(?m)^ARG BASE_IMAGE=\S+", text) and "FROM ${BASE_IMAGE}" in text
+    assert re.search(r"(?m)^ARG SOURCE_DATE_EPOCH", text)
+    deps, local = text.find("source=deps"), text.find("source=local")
+    assert 0 < deps < local, "deps/ must be installed before local/ (a code-only change rebuilds one thin layer)"
+    assert text.count("--no-index") >= 2
+    assert re.search(r"(?m)^USER (?!0\b|root\b)\S+", text)
+    module = dockerfile.parent.name
+    assert f'"mnist_ct.{module}"]' in text
+
+
+def test_ci_run_is_valid_bash_and_installs_the_image_tools():
+    text = (REPO / ".ci" / "run").read_text()
+    assert subprocess.run(["bash", "-n", str(REPO / ".ci" / "run")]).returncode == 0
+    for package in ("buildah", "skopeo", "debootstrap", "docker-registry"):
+        assert package in text
+    assert "nox -s" in text and "tooling" in text
