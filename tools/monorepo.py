@@ -237,7 +237,10 @@ def _propagate(packages: dict[str, Package], own: dict[str, str]) -> dict[str, s
 def plan_from_lock(root: Path, lock_path: Path | None = None) -> Plan:
     """Changed = the input hash differs from the lock's (or the lock has none, or no entry)."""
     lockmod = lock_module(root)
-    lock = lockmod.read_lock(lock_path or root / LOCK)
+    try:
+        lock = lockmod.read_lock(lock_path or root / LOCK)
+    except lockmod.LockError as e:
+        raise MonorepoError(str(e)) from None
     packages = discover(root)
     hashes = {n: input_hash(root, p, packages) for n, p in packages.items()}
     plan = Plan("lock")

@@ -2,7 +2,8 @@
 # The step image template (every steps/<step>/Dockerfile is this with its module name). The build context
 # is the wheelhouse that tools/wheelhouse.py makes: deps/ (third-party wheels + requirements.txt) and
 # local/ (the step's and its libs' wheels). Build it with `nox -s build-changed`.
-ARG BASE_IMAGE=docker.io/library/python:3.11-slim-bookworm
+# Pinned by digest (docs/delivery.md says where it comes from and how to refresh it).
+ARG BASE_IMAGE=docker.io/library/python:3.11-slim-bookworm@sha256:6d2502238109c929569ae99355e28890c438cb11bc88ef02cd189c173b3db07c
 FROM ${BASE_IMAGE}
 # Fixed timestamps for reproducible layers (pip writes hash-based .pyc with it).
 ARG SOURCE_DATE_EPOCH=0

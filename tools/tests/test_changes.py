@@ -197,3 +197,9 @@ def test_build_changed_with_nothing_changed_decides_quickly(repo):
     assert done.returncode == 0, done.stderr
     assert "nothing to build" in done.stdout
     assert time.monotonic() - started < 10
+
+
+def test_a_malformed_lock_is_one_clear_error(repo):
+    repo.lock_path.write_text("{not json")
+    with pytest.raises(monorepo.MonorepoError, match="malformed image lock"):
+        monorepo.plan(repo.root)
