@@ -133,12 +133,13 @@ def build(
     if builder == "docker":
         with tempfile.TemporaryDirectory() as tmp:
             meta = Path(tmp) / "metadata.json"
-            output = f"type=image,name={tag},push={'true' if push else 'false'},rewrite-timestamp=true"
-            if insecure(tag):
-                output += ",registry.insecure=true"
+            # type=image pushes (push=true); type=docker loads into the daemon. Both rewrite file timestamps.
+            output = f"type={'image' if push else 'docker'},name={tag},rewrite-timestamp=true"
+            if push:
+                output += ",push=true" + (",registry.insecure=true" if insecure(tag) else "")
             argv = ["docker", "buildx", "build", "--provenance=false", "--sbom=false", "--metadata-file", str(meta)]
             argv += ["--file", str(dockerfile), "--tag", tag, *arg_flags, *label_flags, "--output", output]
-            argv += (["--no-cache"] if no_cache else []) + (["--load"] if not push else []) + [str(context)]
+            argv += (["--no-cache"] if no_cache else []) + [str(context)]
             run(argv, env={"SOURCE_DATE_EPOCH": EPOCH, "DOCKER_BUILDKIT": "1"})
             if push:
                 digest = json.loads(meta.read_text()).get("containerimage.digest")
