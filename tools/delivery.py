@@ -135,6 +135,17 @@ def build_changed(
         c = plan.changes[name]
         log(f"{name} {packages[name].version}: {c.reason if c.changed else 'rebuild requested'}")
 
+    if push:
+        paths = [packages[n].path.relative_to(root).as_posix() for n in ordered] + [monorepo.CONSTRAINTS]
+        dirty = [
+            line[3:]
+            for line in monorepo.git(root, "status", "--porcelain", "--", *paths).splitlines()
+            if monorepo.is_input(line[3:].strip('"'))
+        ]
+        if dirty:
+            log(f"warning: uncommitted changes ({', '.join(dirty[:3])}{' ...' if len(dirty) > 3 else ''}): "
+                "the lock will pin inputs that no commit has; commit first")  # fmt: skip
+
     if run_tests is not None:
         for name in ordered:
             log(f"{name}: tests")
