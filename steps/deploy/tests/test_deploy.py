@@ -15,7 +15,15 @@ from mnist_ct.deploy.__main__ import main
 from mnist_ct.deploy.deployment import read_events
 from mnist_ct.deploy.serving_config import parse
 
-EXPECTED = {"MAR-INF/MANIFEST.json", "model.pt", "handler.py", "index.faiss", "labels.npy", "deployment.json"}
+EXPECTED = {
+    "MAR-INF/MANIFEST.json",
+    "model.pt",
+    "handler.py",
+    "index.faiss",
+    "labels.npy",
+    "deployment.json",
+    "requirements.txt",
+}
 
 
 def live(deploy_root: Path) -> Path:
@@ -43,6 +51,7 @@ def test_archive_unpacks_with_the_run_files_handler_and_metadata(runs, deploy_ro
     assert (out / "labels.npy").read_bytes() == (p.index / "labels.npy").read_bytes()
     handler_src = Path(__file__).parents[1] / "src/mnist_ct/deploy/handler.py"
     assert (out / "handler.py").read_bytes() == handler_src.read_bytes()
+    assert (out / "requirements.txt").read_text().startswith("faiss-cpu")
     meta = json.loads((out / "deployment.json").read_text())
     assert meta["accuracy"] == pytest.approx(good.accuracy)
     assert meta["run_id"] == "good" and meta["serving"]["k"] == 1 and meta["serving"]["vote"] == "majority"
@@ -72,6 +81,7 @@ def test_config_properties_follow_kserve_layout(runs, deploy_root):
     assert props["model_store"] == "/mnt/models/model-store"
     assert props["inference_address"] == "http://0.0.0.0:8085"
     assert props["disable_token_authorization"] == "true"
+    assert props["install_py_dep_per_model"] == "true"  # faiss-cpu from the archive's requirements.txt
     entry = json.loads(props["model_snapshot"])["models"]["mnist"]["1.0"]
     assert entry["marName"] == "mnist.mar"
     assert (entry["minWorkers"], entry["maxWorkers"], entry["batchSize"]) == (3, 3, 4)

@@ -24,7 +24,13 @@ MODEL_FILE = "model.pt"
 HANDLER_FILE = "handler.py"
 INDEX_FILE = "index.faiss"
 LABELS_FILE = "labels.npy"
-ARCHIVE_FILES = frozenset({MAR_MANIFEST, MODEL_FILE, HANDLER_FILE, INDEX_FILE, LABELS_FILE, SETTINGS_FILE})
+REQUIREMENTS_FILE = "requirements.txt"
+# What the handler needs beyond a TorchServe image (which has torch, numpy, Pillow): KServe's
+# TorchServe runtime installs it when the model loads (install_py_dep_per_model=true).
+HANDLER_REQUIREMENTS = "faiss-cpu>=1.15\n"
+ARCHIVE_FILES = frozenset(
+    {MAR_MANIFEST, MODEL_FILE, HANDLER_FILE, INDEX_FILE, LABELS_FILE, SETTINGS_FILE, REQUIREMENTS_FILE}
+)
 # torch-model-archiver's own rule for model names (checked here first, for a clear usage error).
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-.]*$")
 
@@ -75,6 +81,7 @@ def build_archive(
             shutil.copyfile(sources[name], work / name)
         (work / HANDLER_FILE).write_bytes(handler_source())
         (work / SETTINGS_FILE).write_text(json.dumps(deployment, indent=2, sort_keys=True) + "\n")
+        (work / REQUIREMENTS_FILE).write_text(HANDLER_REQUIREMENTS)
         cmd = [
             sys.executable,
             "-m",
@@ -89,6 +96,8 @@ def build_archive(
             HANDLER_FILE,
             "--extra-files",
             f"{INDEX_FILE},{LABELS_FILE},{SETTINGS_FILE}",
+            "--requirements-file",
+            REQUIREMENTS_FILE,
             "--export-path",
             str(Path(out_dir).resolve()),
             "--force",

@@ -9,6 +9,7 @@ several can run on one machine, each on its own ports.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import shutil
@@ -93,6 +94,8 @@ class LocalServer:
         self.options = replace(options, **self.overrides)
         mar = root / "model-store" / f"{self.model_name}.mar"
         self.version = inspect_archive(mar).version
+        if importlib.util.find_spec("ts") is None:
+            raise ArtifactError("torchserve is not installed here: pip install 'mnist-ct-deploy[serve]'")
         if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
             raise ArtifactError("java not found: TorchServe needs a Java 17 runtime (openjdk-17-jre-headless)")
         self.ports = {name: self.ports.get(name) or free_port() for name in PORT_NAMES}

@@ -73,7 +73,8 @@ def deployed_properties(model_name: str, options: ServingOptions, serving_root: 
         # KServe passes the protocol envelope as TS_SERVICE_ENVELOPE; the handler also reads
         # {"instances": [...]} itself, so the v1 protocol works with or without it.
         "enable_envvars_config": "true",
-        "install_py_dep_per_model": "false",
+        # faiss-cpu (the archive's requirements.txt) is not in KServe's TorchServe image.
+        "install_py_dep_per_model": "true",
         # KServe fronts the pod; TorchServe 0.12's own token auth would reject its calls.
         "disable_token_authorization": "true",
         "default_workers_per_model": str(options.workers),
@@ -145,6 +146,7 @@ def local_properties(
             "grpc_inference_port": str(ports["grpc_inference"]),
             "grpc_management_port": str(ports["grpc_management"]),
             "enable_envvars_config": "false",
+            "install_py_dep_per_model": "false",  # `serve` runs in an environment that has them
             "model_store": str(model_store),
         }
     )
