@@ -28,6 +28,20 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
+
+
 def _port(text: str) -> int:
     value = int(text)
     if not 0 <= value <= 65535:
@@ -52,7 +66,7 @@ def _add_serving_options(parser: argparse.ArgumentParser, defaults: bool) -> Non
     )
     group.add_argument(
         "--max-batch-delay",
-        type=int,
+        type=_non_negative_int,
         default=default(d.max_batch_delay_ms),
         metavar="MS",
         help="how long TorchServe waits to fill a batch, in milliseconds" + suffix,
@@ -90,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     limits = parser.add_argument_group("requests and the handler")
     limits.add_argument(
         "--max-request-mb",
-        type=float,
+        type=_positive_float,
         default=ServingOptions().max_request_bytes / 2**20,
         help="larger request bodies get 413 from TorchServe (default: %(default)s)",
     )
