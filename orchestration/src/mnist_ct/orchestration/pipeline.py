@@ -132,9 +132,9 @@ def components(images: Mapping[str, str]) -> dict[str, Callable[..., dsl.Pipelin
 
     @dsl.container_component
     def deploy(run_id: str, model_name: str):
-        # --force: the pipeline's gate is accuracy > baseline (the dsl.If below), not deploy's own
-        # champion/challenger check, which would fail the run whenever the live model scored higher.
-        return _spec(images, "deploy", run_id, "--model-name", model_name, "--force")
+        # No --force: past the accuracy > baseline gate, deploy's champion/challenger check still
+        # refuses a model that scores below the live one (exit 4, one line), so CT never regresses.
+        return _spec(images, "deploy", run_id, "--model-name", model_name)
 
     return {
         "preprocess": preprocess,
