@@ -1,7 +1,7 @@
 """A local stand-in for the public Python base image, for machines that cannot reach Docker Hub.
 
 Debian bookworm (minbase) with python3 (3.11), python3-venv and ca-certificates, made by debootstrap,
-trimmed (no apt lists or caches, docs, logs), the standard library byte-compiled as unchecked-hash .pyc
+trimmed (no apt lists or caches, docs, translations, logs), the standard library byte-compiled as unchecked-hash .pyc
 (valid whatever the files' mtimes), packed as one tar with --numeric-owner --sort=name --mtime=@0 and
 built `FROM scratch` + `ADD`. Needs root (or sudo) for debootstrap and network access to a Debian mirror.
 """
@@ -34,6 +34,7 @@ TRIM = (
     "usr/share/doc/*",
     "usr/share/man/*",
     "usr/share/info/*",
+    "usr/share/locale/*",
     "var/cache/debconf/*-old",
     "var/lib/dpkg/*-old",
 )
