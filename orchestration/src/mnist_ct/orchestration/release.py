@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import urllib.error
@@ -88,6 +89,17 @@ def client_credentials(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
     return {}
 
 
+def redact(text: str, env: Mapping[str, str] = os.environ) -> str:
+    """`text` without the credentials release sends: a server may echo a token back in an error body."""
+    secrets = [env.get(TOKEN_ENV, "")]
+    if env.get(TOKEN_FILE_ENV):
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            secrets.append(Path(env[TOKEN_FILE_ENV]).read_text().strip())
+    for secret in sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True):
+        text = text.replace(secret, "<redacted>")
+    return text
+
+
 def connect(host: str, namespace: str | None) -> Any:
     import kfp
 
@@ -108,7 +120,7 @@ def _call(what: str, fn: Callable[[], Any]) -> Any:
     try:
         return fn()
     except kfp_server_api.ApiException as e:
-        body = " ".join(str(e.body or "").split())[:200]
+        body = " ".join(redact(str(e.body or "")).split())[:200]
         raise RemoteError(f"KFP refused {what}: HTTP {e.status} {e.reason or ''} {body}".rstrip()) from None
     except (urllib3.exceptions.HTTPError, OSError, TimeoutError) as e:
         raise RemoteError(f"KFP unreachable while {what}: {e.__class__.__name__}") from None
