@@ -72,6 +72,7 @@ def test_a_pickle_is_refused_without_being_unpickled(run: RunPaths, tmp_path: Pa
     assert main(run_args(run)) == 3
     assert "not a TorchScript archive" in one_line_error(capsys)
     assert not marker.exists()
+    assert not run.embeddings.exists() and not list(run.model_run.glob(".embeddings.*"))  # nothing written
     pickle.loads(pickle.dumps(Reduce(marker)))  # the marker works: unpickling does create it
     assert marker.exists()
 
@@ -84,6 +85,7 @@ def test_a_torch_save_zip_with_a_pickle_inside_is_refused_unopened(run: RunPaths
     assert main(run_args(run)) == 3
     assert "not a TorchScript archive" in one_line_error(capsys)
     assert not marker.exists()
+    assert not run.embeddings.exists() and not list(run.model_run.glob(".embeddings.*"))
 
 
 def test_a_state_dict_is_refused(run: RunPaths, capsys):
