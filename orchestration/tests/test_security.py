@@ -4,6 +4,7 @@ release never prints a token, a pipeline with a tag-only image is never released
 from __future__ import annotations
 
 import ast
+import json
 import re
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 from kfp_api import FakeKfp
 
 from mnist_ct.orchestration.__main__ import main
+from mnist_ct.orchestration.lock import LOCK_PATH
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = sorted(
@@ -149,3 +151,18 @@ def test_a_compiled_pipeline_with_a_tag_only_image_is_refused_before_anything_is
         "ghcr.io/mnist-ct/mnist-ct-train-faiss:0.1.0 is not pinned by digest"
     )
     assert api.state.requests == []
+
+
+def test_a_lock_with_a_tag_only_image_is_refused_and_nothing_is_compiled(tmp_path, capsys):
+    doc = json.loads(LOCK_PATH.read_text())
+    doc["packages"]["train_faiss"]["image"] = "ghcr.io/mnist-ct/mnist-ct-train-faiss:0.1.0"
+    lock_file = tmp_path / "images.lock.json"
+    lock_file.write_text(json.dumps(doc))
+    out = tmp_path / "pipeline.yaml"
+    for argv in (["compile", "-o", str(out)], ["compile", "--dev", "-o", str(out)]):
+        assert main([*argv, "--lock", str(lock_file)]) == 3
+        assert capsys.readouterr().err.splitlines() == [
+            f"mnist-ct compile: error: {lock_file}: train_faiss: image "
+            "'ghcr.io/mnist-ct/mnist-ct-train-faiss:0.1.0' must be a repository, without tag or digest"
+        ]
+        assert not out.exists()
