@@ -157,6 +157,8 @@ def main() -> int:
     finally:
         reg.stop()
         if not args.keep:
+            oci.remove_images_under("buildah", reg.address + "/")
+        if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     out = ROOT / "bench" / "results" / "build.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -191,6 +191,19 @@ def remove_image(builder: str, image: str) -> None:
         run([builder, "rmi", "--force", image] if builder != "docker" else ["docker", "image", "rm", "-f", image])
 
 
+def remove_images_under(builder: str, prefix: str) -> int:
+    """Remove every local image with a name under `prefix` (e.g. a test registry's address); how many."""
+    if builder == "docker":
+        names = run(["docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]).split()
+    else:
+        images = json.loads(run([builder, "images", "--json"]) or "[]")
+        names = [n for image in images for n in image.get("names") or []]
+    doomed = sorted({n for n in names if n.startswith(prefix)})
+    for name in doomed:
+        remove_image(builder, name)
+    return len(doomed)
+
+
 def prune_cache(builder: str) -> None:
     """Drop dangling images (the --layers cache), so the next build starts cold."""
     with contextlib.suppress(OciError):

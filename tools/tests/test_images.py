@@ -47,6 +47,7 @@ def local_registry(tmp_path_factory):
     reg = registry.start(tmp_path_factory.mktemp("registry"))
     yield reg
     reg.stop()
+    oci.remove_images_under("buildah", reg.address + "/")
 
 
 @pytest.fixture(scope="module")
