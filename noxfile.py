@@ -1,7 +1,7 @@
 """mnist-ct: every developer and CI entry point.
 
     nox -s pipeline                 run the pipeline on one machine on the built-in data set (mnist-5k)
-    nox -s lint tests               what CI runs: ruff, then every package's tests in its own venv
+    nox -s lint tests tooling       what CI runs: ruff, every package's tests in its own venv, the tooling's tests
     nox -s tests -- preprocess      one package's tests (folder names; extra args go to pytest)
     nox -s lint                     ruff check and ruff format --check
 
@@ -41,7 +41,7 @@ from tools.monorepo import Package, local_closure  # noqa: E402, F401  (re-expor
 CONSTRAINTS = ROOT / "constraints.txt"
 VENVS = ROOT / ".nox" / "packages"
 
-nox.options.sessions = ["lint", "tests"]
+nox.options.sessions = ["lint", "tests", "tooling"]
 nox.options.reuse_existing_virtualenvs = True
 
 
