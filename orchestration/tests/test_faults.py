@@ -32,6 +32,7 @@ import tempfile
 import threading
 import time
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,6 +93,7 @@ def python(step: str) -> str:
 class Workdir:
     root: Path
     done: set[str] = field(default_factory=set)
+    children: list[subprocess.Popen] = field(default_factory=list)  # killed at teardown if a test failed
 
     @property
     def deploy_root(self) -> Path:
@@ -123,6 +125,7 @@ class Workdir:
         argv = [python(step), str(FROZEN), point, step, *self.core(run_id), *OPTIONS[step], *extra]
         with tempfile.TemporaryFile() as err:  # not a pipe: a full pipe would block the step before the point
             child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err)
+            self.children.append(child)
             deadline = time.monotonic() + TIMEOUT_S
             while time.monotonic() < deadline:
                 pid, status = os.waitpid(child.pid, os.WUNTRACED | os.WNOHANG)
@@ -197,8 +200,14 @@ def events(workdir: Workdir) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def chain(tmp_path_factory: pytest.TempPathFactory) -> Workdir:
-    return Workdir(tmp_path_factory.mktemp("faults"))
+def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workdir]:
+    work = Workdir(tmp_path_factory.mktemp("faults"))
+    yield work
+    for child in work.children:  # a frozen step left by a failed assertion
+        if child.poll() is None:
+            os.kill(child.pid, signal.SIGKILL)
+            os.kill(child.pid, signal.SIGCONT)
+            child.wait(timeout=30)
 
 
 @pytest.mark.parametrize("step", CHAIN)
@@ -370,11 +379,17 @@ def test_two_runs_at_once_on_one_workdir_do_not_interfere(tmp_path):
         argv = [sys.executable, "-m", "mnist_ct.orchestration", "run-local", "--workdir", str(tmp_path)]
         argv += ["--run-id", run_id, "--epochs", "1", "--limit-per-class", str(limit), "--baseline", "0", *runner]
         out = open(tmp_path / f"{run_id}.log", "w")  # noqa: SIM115 - closed below
-        procs[run_id] = (subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT), out)
+        procs[run_id] = (subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True), out)
     codes = {}
-    for run_id, (proc, out) in procs.items():
-        codes[run_id] = proc.wait(timeout=600)
-        out.close()
+    try:
+        for run_id, (proc, _) in procs.items():
+            codes[run_id] = proc.wait(timeout=600)
+    finally:
+        for proc, out in procs.values():
+            if proc.poll() is None:  # timed out: leave nothing running (run-local and its step)
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
+            out.close()
     logs = {r: (tmp_path / f"{r}.log").read_text() for r in limits}
     work = Workdir(tmp_path)
     metrics = {}
