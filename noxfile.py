@@ -4,6 +4,7 @@
     nox -s lint tests tooling       what CI runs: ruff, every package's tests in its own venv, the tooling's tests
     nox -s tests -- preprocess      one package's tests (folder names; extra args go to pytest)
     nox -s lint                     ruff check and ruff format --check
+    nox -s bench [-- train serve]   run the benchmarks (bench/*.py), write bench/results/*.json and bench/REPORT.md
 
 Packages are discovered, never listed here: every `libs/*/pyproject.toml`, `steps/*/pyproject.toml`
 and `orchestration/pyproject.toml`. A dependency on another package of the repo is read from the
@@ -116,10 +117,12 @@ def lint(session: nox.Session) -> None:
 
 
 @nox.session(python=False)
-def pipeline(session: nox.Session) -> None:
-    """Run the whole pipeline on one machine on mnist-5k: `mnist-ct run-local` (posargs go to it)."""
+def all_packages_venv(session: nox.Session) -> str:
+    """One venv with every package (steps, artifacts, orchestration) and deploy's TorchServe; its python.
+
+    The steps' dependencies and kfp's are consistent under constraints.txt. Reused while unchanged.
+    """
     packages = discover()
-    # One venv with every step, the artifacts lib and orchestration (kfp): consistent under constraints.txt.
     venv = ROOT / ".nox" / "pipeline"
     stamp = hashlib.sha256(CONSTRAINTS.read_bytes())
     for p in packages.values():
@@ -129,14 +132,42 @@ def pipeline(session: nox.Session) -> None:
     if not stamp_file.is_file() or stamp_file.read_text() != stamp.hexdigest():
         shutil.rmtree(venv, ignore_errors=True)
         session.run(sys.executable, "-m", "venv", str(venv), external=True)
-        editable = [arg for p in packages.values() for arg in ("-e", str(p.path))]
+        # deploy[serve]: TorchServe, so `python -m mnist_ct.deploy serve` works on what the pipeline deployed.
+        targets = [str(p.path) + ("[serve]" if p.name == "deploy" else "") for p in packages.values()]
+        editable = [arg for t in targets for arg in ("-e", t)]
         pip = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
         session.run(*pip, "-c", str(CONSTRAINTS), *editable, external=True)
         stamp_file.write_text(stamp.hexdigest())
+    return python
+
+
+@nox.session(python=False)
+def pipeline(session: nox.Session) -> None:
+    """Run the whole pipeline on one machine on mnist-5k: `mnist-ct run-local` (posargs go to it)."""
+    python = all_packages_venv(session)
     workdir = Path(os.environ.get("MNIST_CT_WORKDIR", ROOT / "scratch"))
     session.run(
         python, "-m", "mnist_ct.orchestration", "run-local", "--workdir", str(workdir), *session.posargs, external=True
     )
+
+
+BENCHMARKS = ("pipeline", "train", "serve", "soak", "build")
+
+
+@nox.session(python=False)
+def bench(session: nox.Session) -> None:
+    """Run the benchmarks (posargs: some of pipeline train serve soak build), then write bench/REPORT.md."""
+    chosen = session.posargs or list(BENCHMARKS)
+    unknown = sorted(set(chosen) - set(BENCHMARKS))
+    if unknown:
+        session.error(f"unknown benchmark {unknown[0]!r}; choose from {', '.join(BENCHMARKS)}")
+    python = all_packages_venv(session)
+    extra = {"serve": ["--pipeline"]}  # serve the artifacts of a real pipeline run, not a fixture
+    for name in BENCHMARKS:
+        if name in chosen:
+            session.log(f"benchmark {name}")
+            session.run(python, str(ROOT / "bench" / f"{name}.py"), *extra.get(name, []), external=True)
+    session.run(python, str(ROOT / "bench" / "report.py"), external=True)
 
 
 # --- delivery: change detection, tests and images of what changed (docs/delivery.md) -------------------

@@ -1,0 +1,169 @@
+"""Write bench/REPORT.md from bench/results/*.json: one table per area, with the machine they ran on.
+
+    python bench/report.py
+
+Only formats what the benchmarks measured; a missing results file is reported as not run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+RESULTS = BENCH / "results"
+
+
+def load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.2f}%"
+
+
+def machine() -> str:
+    cpu = next(
+        (ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in ln),
+        platform.processor(),
+    )
+    mem = next(ln.split()[1] for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal"))
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {int(mem) / 2**20:.0f} GiB, Python {platform.python_version()}, "
+        "no GPU; a shared machine, so every figure is one run under the load shown"
+    )
+
+
+def pipeline_section(r: dict[str, Any]) -> str:
+    rows = []
+    for name, d in r["datasets"].items():
+        steps = ", ".join(f"{k} {v:.1f}" for k, v in d["steps_s"].items())
+        rows.append([name, d["how"], f"{d['wall_s']:.0f} s", pct(d["accuracy"]), d["deployed"], steps])
+    return table(["data set", "how", "wall", "1-NN accuracy", "deployed", "per step (s)"], rows)
+
+
+def train_section(r: dict[str, Any]) -> str:
+    rows = []
+    for name, d in r["datasets"].items():
+        o, u, t = d["original"], d["ours"], d["time_to_original_accuracy"]
+        reach = (
+            f"{t['train_seconds']:.1f} s (epoch {t['epoch']})" if t.get("train_seconds") is not None else "not reached"
+        )
+        rows.append(
+            [
+                name,
+                f"{pct(o['test_nn1_accuracy'])} in {o['train_seconds']:.1f} s, {o['images_per_second']:.0f} img/s",
+                f"{pct(u['test_nn1_accuracy'])} in {u['train_seconds']:.1f} s "
+                f"(train_model {u['train_model_wall_seconds']:.1f} s), {u['images_per_second']:.0f} img/s",
+                f"{d['ratio_ours_over_original']['test_error']:.2f}",
+                reach,
+                f"{u['achieved_gflops']:.1f} ({pct(u['fraction_of_matmul'])} of matmul)",
+                "met" if all(v for k, v in d["targets"].items() if k.endswith("_met")) else "NOT met",
+            ]
+        )
+    head = ["data set", "original recipe", "ours (defaults)", "error ours/original", "ours reaches original at"]
+    out = table([*head, "ours GFLOP/s", "targets"], rows)
+    return out + f"\n\nfp32 matmul on {r['machine']['threads']} threads: {r['matmul_fp32_gflops']['used']:.1f} GFLOP/s."
+
+
+def serve_section(r: dict[str, Any]) -> str:
+    rows = []
+    for name, d in r["load"].items():
+        lat = d["latency_ms"]
+        rows.append([name, f"{d['requests_per_s']:.0f}", lat["p50"], lat["p95"], lat["p99"], d["errors"], d["config"]])
+    acc = r["accuracy"]
+    return (
+        table(["setting", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors", "config"], rows)
+        + f"\n\n{r['clients']} clients. Accuracy over HTTP on {acc['test_digits']} test digits as PNG: "
+        f"{pct(acc['served'])}; analysis reported {pct(acc['analysis_reported'])} (gap {acc['gap_points']} pt)."
+    )
+
+
+def soak_section(r: dict[str, Any]) -> str:
+    s = r["summary"]
+    rows = [
+        [
+            f"{s['repetitions']} x {s['requests_each']}",
+            s["clients"],
+            s["lost_total"],
+            s["lost_beyond_one_batch_on_the_killed_worker"],
+            f"{s['first_success_after_kill_ms_max']:.0f} ms",
+            f"{s['worker_ready_again_s_median']:.1f} s",
+            f"{s['requests_per_s_median']:.0f}",
+        ]
+    ]
+    head = ["requests", "clients", "lost (all reps)", "lost beyond the killed worker's batch"]
+    return table([*head, "first success after kill (max)", "worker READY again (median)", "req/s"], rows)
+
+
+def build_section(r: dict[str, Any]) -> str:
+    rows = [
+        ["everything, cold (9 packages tested, 7 images built and pushed)", f"{r['everything_s']:.0f} s"],
+        ["nothing changed", f"{r['no_change_s']} s"],
+        [
+            f"one light step ({r['one_light_step']['step']}: tested, built, pushed)",
+            f"{r['one_light_step']['seconds']} s",
+        ],
+        [
+            f"code-only change of {r['torch_code_only_rebuild']['step']}",
+            f"{r['torch_code_only_rebuild']['seconds_build_changed']} s, "
+            f"{r['torch_code_only_rebuild']['layers_changed']} of {r['torch_code_only_rebuild']['layers']} layers new",
+        ],
+        ["rebuild from scratch gives the same digest", r["reproducible"]["same"]],
+    ]
+    sizes = ", ".join(f"{k} {v['unpacked_mb']} MB" for k, v in sorted(r["images"].items()))
+    return table(["what", "result"], rows) + f"\n\nBuilder: {r['builder']}. Image sizes (unpacked): {sizes}."
+
+
+SECTIONS = [
+    ("pipeline", "Pipeline: wall time and accuracy", pipeline_section),
+    ("train", "Training: ours against the original recipe", train_section),
+    ("serve", "Serving: TorchServe, 8 concurrent clients", serve_section),
+    ("soak", "Serving soak: a worker SIGKILLed midway", soak_section),
+    ("build", "Build: images of what changed", build_section),
+]
+
+
+def main() -> int:
+    parts = [
+        "# Benchmark report",
+        "",
+        f"Machine: {machine()}.",
+        "",
+        "Made by `python bench/report.py` from bench/results/*.json; "
+        "rerun everything with `nox -s bench` (one area: `nox -s bench -- train`).",
+        "",
+    ]
+    for name, title, render in SECTIONS:
+        r = load(name)
+        parts += [f"## {title}", ""]
+        if r is None:
+            parts += [f"Not run: bench/results/{name}.json is missing (`nox -s bench -- {name}`).", ""]
+            continue
+        when = r.get("measured") or r.get("date") or r.get("commit", "")
+        load_avg = (r.get("machine") or {}).get("load_average_at_end") if isinstance(r.get("machine"), dict) else None
+        parts += [
+            render(r),
+            "",
+            f"From bench/results/{name}.json ({when}"
+            + (f"; load average at the end {[round(x, 1) for x in load_avg]}" if load_avg else "")
+            + ").",
+            "",
+        ]
+    (BENCH / "REPORT.md").write_text("\n".join(parts))
+    print(f"wrote {BENCH / 'REPORT.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
