@@ -173,3 +173,34 @@ def test_run_id_is_required_unless_rolling_back(deploy_root):
     with pytest.raises(SystemExit) as e:
         main(["--deploy-root", str(deploy_root)])
     assert e.value.code == 2
+
+
+class _Marker:
+    """Unpickling this creates a file: the proof that a loader unpickled it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (self.path,))
+
+
+def test_pickle_model_with_a_valid_manifest_is_refused_unloaded(runs, deploy_root, tmp_path, capsys):
+    import pickle
+
+    copy = tmp_path / "model"
+    shutil.copytree(runs["good"].paths.model_root, copy)
+    folder = copy / "runs/good/model"
+    marker = tmp_path / "unpickled"
+    (folder / "model.pt").write_bytes(pickle.dumps(_Marker(marker)))
+    # The manifest is made to match, so only the TorchScript check stands between the pickle and TorchServe.
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"]["model.pt"] = {
+        "sha256": sha256_file(folder / "model.pt"),
+        "bytes": (folder / "model.pt").stat().st_size,
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    assert main([*cli_roots(runs["good"], deploy_root), "--model-root", str(copy)]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a TorchScript archive" in err[0]
+    assert not marker.exists() and not live(deploy_root).exists()

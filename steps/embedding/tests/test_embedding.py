@@ -14,9 +14,8 @@ import torch
 from conftest import Embedder, publish_model, run_args, torchscript_bytes
 from torch import nn
 
-from mnist_ct.artifacts import RunPaths, read_embeddings, read_manifest
+from mnist_ct.artifacts import RunPaths, is_torchscript_archive, read_embeddings, read_manifest
 from mnist_ct.embedding.__main__ import main
-from mnist_ct.embedding.embed import is_torchscript_archive
 
 
 def one_line_error(capsys) -> str:

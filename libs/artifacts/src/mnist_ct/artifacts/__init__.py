@@ -32,6 +32,7 @@ from .manifest import (
     verify_file,
 )
 from .paths import RunPaths, check_run_id
+from .torchscript import is_torchscript_archive, require_torchscript
 
 __all__ = [
     "DATASET_KIND",
@@ -68,6 +69,8 @@ __all__ = [
     "read_manifest",
     "read_split",
     "read_verified",
+    "is_torchscript_archive",
+    "require_torchscript",
     "run_paths",
     "run_step",
     "sha256_file",

@@ -42,6 +42,7 @@ from mnist_ct.artifacts import (
     publish,
     read_manifest,
     read_verified,
+    require_torchscript,
     sha256_file,
     verify_file,
 )
@@ -301,6 +302,7 @@ def read_candidate(paths: RunPaths) -> Candidate:
     """Verify the manifests and checksums of the model, index and analysis of run `paths.run_id`."""
     model = read_verified(paths.model, "model")
     _require(paths.model, model, (MODEL_FILE,))
+    require_torchscript(paths.model / MODEL_FILE)  # a pickle must never go live (TorchServe would unpickle it)
     index = read_verified(paths.index, "index")
     _require(paths.index, index, (INDEX_FILE, LABELS_FILE))
     labels = load_array(paths.index, index, LABELS_FILE)

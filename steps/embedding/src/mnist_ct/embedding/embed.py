@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 import warnings
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from mnist_ct.artifacts import (
     RunPaths,
     read_manifest,
     read_split,
+    require_torchscript,
     verify_file,
     write_embeddings,
 )
@@ -29,35 +29,9 @@ MODEL_KIND = "model"
 NORM_TOLERANCE = 1e-3  # as mnist_ct.artifacts checks embeddings on disk
 
 
-def is_torchscript_archive(path: Path) -> bool:
-    """True if `path` has the zip layout torch.jit.save writes: <name>/data.pkl, constants.pkl and code/.
-
-    Looks at the zip directory only, so a plain pickle (or a torch.save'd state dict, which has no code/)
-    is refused without a byte of it being unpickled.
-    """
-    if not zipfile.is_zipfile(path):
-        return False
-    try:
-        with zipfile.ZipFile(path) as z:
-            names = z.namelist()
-    except (zipfile.BadZipFile, OSError):
-        return False
-    roots = {n.split("/", 1)[0] for n in names}
-    if len(roots) != 1:
-        return False
-    root = roots.pop()
-    return {f"{root}/data.pkl", f"{root}/constants.pkl"} <= set(names) and any(
-        n.startswith(f"{root}/code/") for n in names
-    )
-
-
 def load_torchscript(path: Path) -> torch.jit.ScriptModule:
     """torch.jit.load `path` on the CPU, refusing anything that is not a TorchScript archive (exit 3)."""
-    if not is_torchscript_archive(path):
-        raise ArtifactError(
-            f"{path}: not a TorchScript archive (a pickle or a state dict?); refusing to load it. "
-            "Export the model with torch.jit.script/trace + torch.jit.save (train_model does)"
-        )
+    require_torchscript(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.13 deprecates TorchScript
