@@ -1,6 +1,6 @@
 """mnist_ct.artifacts: the one implementation of the on-disk contract between pipeline steps."""
 
-from .cli import Log, add_run_arguments, run_paths, run_step
+from .cli import Log, add_run_arguments, non_negative_int, positive_int, run_paths, run_step
 from .dataset import (
     DATASET_KIND,
     IMAGE_SHAPE,
@@ -63,6 +63,8 @@ __all__ = [
     "check_split",
     "class_counts",
     "load_array",
+    "non_negative_int",
+    "positive_int",
     "pixel_stats",
     "publish",
     "read_dataset",

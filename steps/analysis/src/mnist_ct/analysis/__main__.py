@@ -5,25 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mnist_ct.artifacts import Log, add_run_arguments, run_paths, run_step
+from mnist_ct.artifacts import Log, add_run_arguments, non_negative_int, positive_int, run_paths, run_step
 
 from .classify import VOTES
 from .kfp_outputs import parse_executor_input
 from .step import STEP, Options, analyse
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     add_run_arguments(parser)
-    parser.add_argument("--k", type=_positive, default=1, help="neighbours per query (default: %(default)s)")
+    parser.add_argument("--k", type=positive_int, default=1, help="neighbours per query (default: %(default)s)")
     parser.add_argument(
         "--vote",
         choices=VOTES,
@@ -65,13 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
     kfp.add_argument("--html-out", type=Path, help="also write the report here (for a KFP system.HTML artifact)")
     parser.add_argument(
         "--max-examples",
-        type=_non_negative,
+        type=non_negative_int,
         default=100,
         help="misclassified digits shown in the report (default: %(default)s)",
     )
     parser.add_argument(
         "--threads",
-        type=_non_negative,
+        type=non_negative_int,
         default=0,
         help="FAISS (OpenMP) threads; 0 leaves FAISS's default (default: %(default)s)",
     )

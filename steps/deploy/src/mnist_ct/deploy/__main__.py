@@ -8,7 +8,15 @@ import sys
 import threading
 from pathlib import Path
 
-from mnist_ct.artifacts import ArtifactError, Log, add_run_arguments, run_paths, run_step
+from mnist_ct.artifacts import (
+    ArtifactError,
+    Log,
+    add_run_arguments,
+    non_negative_int,
+    positive_int,
+    run_paths,
+    run_step,
+)
 from mnist_ct.artifacts.paths import DEFAULT_DEPLOY_ROOT
 
 from .deployment import EXIT_REFUSED, DeployRequest, deploy, rollback
@@ -19,20 +27,6 @@ EPILOG = (
     f"{EXIT_REFUSED} refused: the run's accuracy is below the live model's (champion/challenger; --force overrides). "
     "Local serving: python -m mnist_ct.deploy serve --deploy-root DIR (see serve --help)."
 )
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
-    return value
 
 
 def _positive_float(text: str) -> float:
@@ -57,16 +51,16 @@ def _add_serving_options(parser: argparse.ArgumentParser, defaults: bool) -> Non
         return value if defaults else None
 
     suffix = " (default: %(default)s)" if defaults else " (default: as deployed)"
-    group.add_argument("--workers", type=_positive_int, default=default(d.workers), help="worker processes" + suffix)
+    group.add_argument("--workers", type=positive_int, default=default(d.workers), help="worker processes" + suffix)
     group.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=positive_int,
         default=default(d.batch_size),
         help="most requests TorchServe batches into one handler call; 1 turns batching off" + suffix,
     )
     group.add_argument(
         "--max-batch-delay",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=default(d.max_batch_delay_ms),
         metavar="MS",
         help="how long TorchServe waits to fill a batch, in milliseconds" + suffix,
@@ -110,13 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     limits.add_argument(
         "--max-pixels",
-        type=_positive_int,
+        type=positive_int,
         default=DeployRequest().max_pixels,
         help="images with more pixels get 413 from the handler, before they are decoded (default: %(default)s)",
     )
     limits.add_argument(
         "--threads-per-worker",
-        type=_positive_int,
+        type=positive_int,
         default=DeployRequest().threads,
         help="torch and faiss threads in each worker (default: %(default)s; workers x threads <= cores)",
     )

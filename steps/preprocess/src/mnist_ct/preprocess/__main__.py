@@ -5,18 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mnist_ct.artifacts import Log, add_run_arguments, run_paths, run_step
+from mnist_ct.artifacts import Log, add_run_arguments, positive_int, run_paths, run_step
 
 from .build import Options, preprocess
 from .download import RetryPolicy
 from .sources import DATASETS, MNIST_5K
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def _fraction(text: str) -> float:
@@ -60,11 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="base URL to download the idx files from, instead of the built-in mirrors (repeatable, tried in "
         "order); downloads are always checked against the official sha256 and cached in <data-root>/raw/<dataset>/",
     )
-    parser.add_argument("--retries", type=_positive_int, default=3, help="attempts per mirror (default: %(default)s)")
+    parser.add_argument("--retries", type=positive_int, default=3, help="attempts per mirror (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed for the split and for --limit-per-class")
     parser.add_argument(
         "--limit-per-class",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help="keep at most N images of each class (chosen with --seed) from each source split: from the 5,000 "
         "before the train/test split (mnist-5k), from each official split (mnist, fashion-mnist); for quick runs",

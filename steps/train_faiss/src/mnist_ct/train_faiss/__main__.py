@@ -4,23 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from mnist_ct.artifacts import Log, add_run_arguments, run_paths, run_step
+from mnist_ct.artifacts import Log, add_run_arguments, non_negative_int, positive_int, run_paths, run_step
 
 from .step import STEP, Options, train_faiss
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,13 +27,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--nprobe",
-        type=_positive,
+        type=positive_int,
         help="IVF only: inverted lists searched per query (default: about sqrt(nlist), at most nlist)",
     )
-    parser.add_argument("--ef-search", type=_positive, help="HNSW only: search beam width efSearch (default: 64)")
+    parser.add_argument("--ef-search", type=positive_int, help="HNSW only: search beam width efSearch (default: 64)")
     parser.add_argument(
         "--threads",
-        type=_non_negative,
+        type=non_negative_int,
         default=0,
         help="FAISS (OpenMP) threads; 0 leaves FAISS's default, every core it sees (default: %(default)s)",
     )
