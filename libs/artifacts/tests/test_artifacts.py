@@ -24,6 +24,7 @@ from mnist_ct.artifacts import (
     read_split,
     read_verified,
     run_step,
+    thread_count,
     write_dataset,
     write_embeddings,
 )
@@ -200,3 +201,10 @@ def test_pixel_stats_match_numpy_on_the_unit_scale():
     got = pixel_stats(images)
     assert abs(got["mean"] - x.mean()) < 1e-6 and abs(got["std"] - x.std()) < 1e-6
     assert pixel_stats(np.array([0, 255], np.uint8)) == {"mean": 0.5, "std": 0.5}
+
+
+def test_thread_count_defaults_to_the_cores_and_never_exceeds_them():
+    cores = len(os.sched_getaffinity(0))
+    assert thread_count(0) == cores
+    assert thread_count(1) == 1
+    assert thread_count(cores + 8) == cores

@@ -1,6 +1,6 @@
 """mnist_ct.artifacts: the one implementation of the on-disk contract between pipeline steps."""
 
-from .cli import Log, add_run_arguments, non_negative_int, positive_int, run_paths, run_step
+from .cli import Log, add_run_arguments, non_negative_int, positive_int, run_paths, run_step, thread_count
 from .dataset import (
     DATASET_KIND,
     IMAGE_SHAPE,
@@ -76,6 +76,7 @@ __all__ = [
     "run_paths",
     "run_step",
     "sha256_file",
+    "thread_count",
     "verify_file",
     "write_dataset",
 ]

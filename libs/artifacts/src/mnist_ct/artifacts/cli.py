@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from collections.abc import Callable, Iterable, Iterator
@@ -43,6 +44,18 @@ def non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
     return value
+
+
+def thread_count(requested: int) -> int:
+    """Threads to use: `requested`, 0 meaning every core this process may run on, never more than those.
+
+    Pipelines pass the pod's CPU limit; on a smaller machine (run-local) more threads than cores only slows.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return min(requested, cores) if requested > 0 else cores
 
 
 def run_paths(args: argparse.Namespace) -> RunPaths:

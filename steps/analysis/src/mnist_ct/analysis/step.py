@@ -24,6 +24,7 @@ from mnist_ct.artifacts import (
     publish,
     read_embeddings,
     read_split,
+    thread_count,
 )
 
 from . import kfp_outputs
@@ -152,7 +153,7 @@ def metrics_document(
 def analyse(paths: RunPaths, options: Options, log: Log) -> Evaluation:
     """Classify every test embedding by k-NN in the index, publish the analysis, write the KFP outputs."""
     if options.threads > 0:
-        faiss.omp_set_num_threads(options.threads)
+        faiss.omp_set_num_threads(thread_count(options.threads))
     inputs = read_inputs(paths)
     ntotal = int(inputs.index.index.ntotal)
     if options.k > ntotal:

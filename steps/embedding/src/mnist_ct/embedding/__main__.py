@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import os
 
-from mnist_ct.artifacts import Log, UsageError, add_run_arguments, run_paths, run_step
+from mnist_ct.artifacts import Log, UsageError, add_run_arguments, run_paths, run_step, thread_count
 
 from .embed import STEP, embedding_step
 
@@ -34,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError("--batch-size must be at least 1")
         if args.threads < 0:
             raise UsageError("--threads must not be negative")
-        threads = args.threads or len(os.sched_getaffinity(0))
+        threads = thread_count(args.threads)
         embedding_step(run_paths(args), args.batch_size, threads, Log(STEP, args.quiet))
         return 0
 

@@ -9,7 +9,16 @@ from typing import Any
 import faiss
 import numpy as np
 
-from mnist_ct.artifacts import ArtifactError, Log, Manifest, Producer, RunPaths, publish, read_embeddings
+from mnist_ct.artifacts import (
+    ArtifactError,
+    Log,
+    Manifest,
+    Producer,
+    RunPaths,
+    publish,
+    read_embeddings,
+    thread_count,
+)
 
 from .index import METRIC, RECALL_KS, BuiltIndex, build_index, recall_at
 
@@ -50,7 +59,7 @@ def describe(built: BuiltIndex, dim: int, recalls: dict[int, float], ms_per_quer
 def train_faiss(paths: RunPaths, options: Options, log: Log) -> Manifest:
     """Build the index over the train-split embeddings, measure it on the test split, publish it."""
     if options.threads > 0:
-        faiss.omp_set_num_threads(options.threads)
+        faiss.omp_set_num_threads(thread_count(options.threads))
     source, splits = read_embeddings(paths.embeddings)
     for name in (GALLERY, QUERIES):
         if name not in splits:
