@@ -57,6 +57,20 @@ def test_trains_and_publishes_a_model_that_keeps_the_serving_contract(run: RunPa
     assert (run.checkpoints / "epoch-001.pt").is_file()
 
 
+def test_bf16_training_still_exports_a_float32_model(run: RunPaths):
+    assert main([*run_args(run), *SMALL, "--precision", "bf16"]) == 0
+    card = json.loads((run.model / "model.json").read_text())
+    assert card["config"]["precision"] == "bf16"
+    out = load_model(run.model / "model.pt")(torch.rand(3, 1, 28, 28))
+    assert out.dtype == torch.float32 and torch.allclose(out.norm(dim=1), torch.ones(3), atol=1e-5)
+
+
+def test_auto_precision_is_resolved_in_the_model_card(run: RunPaths):
+    assert main([*run_args(run), *SMALL]) == 0
+    card = json.loads((run.model / "model.json").read_text())
+    assert card["config"]["precision"] in ("fp32", "bf16")
+
+
 def test_a_few_epochs_learn_the_digits(run: RunPaths):
     assert main([*run_args(run), "--epochs", "6", "--batch-size", "32", "--threads", "2"]) == 0
     card = json.loads((run.model / "model.json").read_text())

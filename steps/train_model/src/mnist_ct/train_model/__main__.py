@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
-from mnist_ct.artifacts import Log, UsageError, add_run_arguments, run_paths, run_step
+from mnist_ct.artifacts import Log, UsageError, add_run_arguments, run_paths, run_step, thread_count
 
 from .augment import Augmentation
-from .train import STEP, available_cores, train_step
+from .train import STEP, train_step
 from .training import TrainConfig
 
 DEFAULTS = TrainConfig()
@@ -81,6 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r = p.add_argument_group("hardware")
     r.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: cuda if available")
+    r.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="training arithmetic: bf16 autocast (weights stay fp32) or fp32; auto: bf16 where the hardware has "
+        "it natively (CUDA, CPUs with AVX512-BF16 or AMX), else fp32. model.pt is always fp32",
+    )
     r.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: all cores this process may use)")
     return p
 
@@ -117,6 +124,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         seed=args.seed,
         val_fraction=args.val_fraction,
         patience=args.patience,
+        precision=args.precision,
     )
 
 
@@ -125,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def work() -> int:
         config = config_from_args(args)
-        threads = args.threads or available_cores()
+        threads = thread_count(args.threads)
         train_step(run_paths(args), config, args.device, threads, args.resume, Log(STEP, args.quiet))
         return 0
 

@@ -18,7 +18,8 @@ PIXEL_STD = 0.3081
 
 @dataclass(frozen=True)
 class Architecture:
-    """A small VGG-style net: three conv stages (28 -> 14 -> 7) and a linear embedding layer."""
+    """A small VGG-style net: three stages of conv3x3 + BN + ReLU at 28, 14 and 7 pixels, 2x2 max-pooling
+    after each of the first two stages' last convolution, then a linear layer from the 7x7 map to D."""
 
     widths: tuple[int, int, int] = (32, 64, 128)
     blocks: tuple[int, int, int] = (1, 1, 1)  # conv-BN-ReLU layers per stage
@@ -26,10 +27,6 @@ class Architecture:
 
     def to_json(self) -> dict:
         return {"name": "convnet-3stage", **asdict(self), "widths": list(self.widths), "blocks": list(self.blocks)}
-
-
-def _conv_bn_relu(cin: int, cout: int) -> list[nn.Module]:
-    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
 
 
 class EmbeddingNet(nn.Module):
@@ -42,11 +39,15 @@ class EmbeddingNet(nn.Module):
         self.std = PIXEL_STD
         layers: list[nn.Module] = []
         cin = 1
+        last_stage = len(arch.widths) - 1
         for stage, (width, blocks) in enumerate(zip(arch.widths, arch.blocks, strict=True)):
-            if stage:
-                layers.append(nn.MaxPool2d(2))
-            for _ in range(blocks):
-                layers += _conv_bn_relu(cin, width)
+            for block in range(blocks):
+                layers.append(nn.Conv2d(cin, width, 3, padding=1, bias=False))
+                if stage < last_stage and block == blocks - 1:
+                    # Pool straight after the convolution: BatchNorm and ReLU then run on a quarter of the
+                    # activations, which on a CPU is most of their (memory-bound) cost.
+                    layers.append(nn.MaxPool2d(2))
+                layers += [nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
                 cin = width
         self.features = nn.Sequential(*layers)
         self.embed = nn.Linear(cin * 7 * 7, arch.embedding_dim, bias=False)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import platform
 import time
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -12,17 +12,10 @@ import torch
 from mnist_ct.artifacts import Log, Manifest, Producer, RunPaths, atomic_write_json, publish, read_split
 
 from .model import export_torchscript, forward_flops
-from .training import TrainConfig, Trainer, TrainResult, resolve_device
+from .training import TrainConfig, Trainer, TrainResult, resolve_device, resolve_precision
 
 MODEL_KIND = "model"
 STEP = "train_model"
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def model_card(
@@ -72,8 +65,12 @@ def train_step(
     t0 = time.perf_counter()
     torch.set_num_threads(threads)
     device = resolve_device(device_name)
+    config = replace(config, precision=resolve_precision(config.precision, device))
     data, split = read_split(paths.dataset, "train")
-    log(f"data: {len(split)} training images from {paths.dataset}; device {device}, {threads} threads")
+    log(
+        f"data: {len(split)} training images from {paths.dataset}; device {device}, {threads} threads, "
+        f"{config.precision}"
+    )
     trainer = Trainer(
         config,
         device,

@@ -42,6 +42,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     val_gallery: int = 10000  # at most this many training images form the 1-NN gallery for validation
     patience: int = 0  # stop after this many epochs without a better validation 1-NN accuracy; 0: never
+    precision: str = "fp32"  # of the forward pass in training: "fp32" or "bf16" (autocast); weights stay fp32
 
     @property
     def architecture(self) -> Architecture:
@@ -147,6 +148,16 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def resolve_precision(name: str, device: torch.device) -> str:
+    """auto: bf16 autocast where the hardware computes in bf16 natively (CUDA, CPUs with AVX512-BF16 or AMX)."""
+    if name != "auto":
+        return name
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return "bf16" if native and torch.backends.mkldnn.is_available() else "fp32"
+
+
 def _save(path: Path, obj: dict[str, Any]) -> None:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
@@ -179,11 +190,10 @@ class Trainer:
         data_digest: str,
         progress: Callable[[Iterable[Any], int, str], Iterator[Any]] | None = None,
         log: Callable[[str], None] = lambda _: None,
-        amp: bool | None = None,
     ) -> None:
         self.config = config
-        # bf16 autocast on CUDA by default; on the CPU only when asked (changes the numerics).
-        self.amp = device.type == "cuda" if amp is None else amp
+        if config.precision not in ("fp32", "bf16"):
+            raise UsageError(f"precision {config.precision!r}: resolve 'auto' with resolve_precision() first")
         self.device = device
         self.checkpoints = Path(checkpoints)
         self.data_digest = data_digest
@@ -275,7 +285,7 @@ class Trainer:
                 idx = perm[i * batch : (i + 1) * batch]
                 x = random_affine(to_input(x_train[idx], self.device), c.augmentation, gen)
                 y = y_train[idx].to(self.device, non_blocking=True)
-                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=c.precision == "bf16"):
                     emb = net(x)
                 logits = head(emb.float(), y)
                 loss = F.cross_entropy(logits, y, label_smoothing=c.label_smoothing)
