@@ -42,7 +42,7 @@ def run_local_mnist5k(workdir: Path) -> dict[str, Any]:
         "arguments": record["arguments"],
         "wall_s": round(wall, 1),
         "steps_s": {t["task"]: t["seconds"] for t in record["tasks"]},
-        "deployed": any(t["task"] == "deploy" and t["status"] == "succeeded" for t in record["tasks"]),
+        "deployed": any(t["task"].endswith("deploy") and t["status"] == "succeeded" for t in record["tasks"]),
         "accuracy": metrics["accuracy"],
     }
 
