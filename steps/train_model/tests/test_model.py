@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from mnist_ct.train_model.augment import Augmentation, random_affine
 from mnist_ct.train_model.model import ArcFace, Architecture, EmbeddingNet, export_torchscript, forward_flops
-from mnist_ct.train_model.training import holdout_split, lr_at
+from mnist_ct.train_model.training import holdout_split, lr_at, resolve_precision
 
 
 def test_arcface_adds_the_margin_to_the_target_class_only():
@@ -125,3 +125,9 @@ def test_holdout_split_is_stratified_disjoint_and_seeded():
     assert np.array_equal(train, again) and not np.array_equal(train, other)
     all_train, none = holdout_split(labels, 0.0, seed=1)
     assert len(all_train) == 500 and len(none) == 0
+
+
+def test_precision_auto_resolves_to_fp32_or_bf16_and_explicit_choices_stay():
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) in ("fp32", "bf16")
+    assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"

@@ -96,14 +96,16 @@ class Exported(nn.Module):
         self.net = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.net(x.float()), dim=1)
+        # Channels-last runs the CPU convolutions about twice as fast as the default layout.
+        x = x.float().contiguous(memory_format=torch.channels_last)
+        return F.normalize(self.net(x), dim=1)
 
 
 def export_torchscript(net: EmbeddingNet) -> bytes:
     """Script and freeze (folds BatchNorm into the convolutions) a CPU copy of `net`; the file's bytes."""
     copy = EmbeddingNet(net.arch)
-    state = {k: v.detach().to("cpu", memory_format=torch.contiguous_format) for k, v in net.state_dict().items()}
-    copy.load_state_dict(state)
+    copy.load_state_dict({k: v.detach().cpu() for k, v in net.state_dict().items()})
+    copy = copy.to(memory_format=torch.channels_last)
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         # torch 2.13 deprecates TorchScript, but it is what the serving contract and TorchServe 0.12 load.

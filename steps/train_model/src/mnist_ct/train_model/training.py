@@ -40,7 +40,7 @@ class TrainConfig:
     augmentation: Augmentation = field(default_factory=Augmentation)
     seed: int = 0
     val_fraction: float = 0.1
-    val_gallery: int = 10000  # at most this many training images form the 1-NN gallery for validation
+    val_gallery: int = 5000  # at most this many training images form the 1-NN gallery for validation
     patience: int = 0  # stop after this many epochs without a better validation 1-NN accuracy; 0: never
     precision: str = "fp32"  # of the forward pass in training: "fp32" or "bf16" (autocast); weights stay fp32
 
@@ -154,7 +154,9 @@ def resolve_precision(name: str, device: torch.device) -> str:
         return name
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    # Private helpers of torch.cpu (2.x); a torch without them gets fp32.
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    native = any(probe() for probe in probes if probe is not None)
     return "bf16" if native and torch.backends.mkldnn.is_available() else "fp32"
 
 
@@ -269,6 +271,7 @@ class Trainer:
                 break
             # Each epoch's randomness derives from (seed, epoch) only, so a resumed run repeats it exactly.
             gen = torch.Generator().manual_seed(c.seed * 1_000_003 + epoch)
+            torch.manual_seed(c.seed * 1_000_003 + epoch)  # anything drawing from the global generator too
             perm = torch.randperm(len(train_idx), generator=gen)
             net.train()
             head.train()
