@@ -24,9 +24,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from train import FASHION_SOURCE, RECIPES  # bench/train.py: one definition of the Fashion-MNIST options
+
 ROOT = Path(__file__).resolve().parent.parent
-FASHION_SOURCE = Path("/usr/share/datasets/fashion-mnist")
-FASHION_TRAIN_ARGS = ["--epochs", "10", "--hflip"]  # as bench/train.py's RECIPES["fashion-mnist"]
+FASHION_TRAIN_ARGS = RECIPES["fashion-mnist"]["args"]
 
 
 def run_local_mnist5k(workdir: Path) -> dict[str, Any]:

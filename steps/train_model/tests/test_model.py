@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from mnist_ct.train_model.augment import Augmentation, random_affine
 from mnist_ct.train_model.model import ArcFace, Architecture, EmbeddingNet, export_torchscript, forward_flops
-from mnist_ct.train_model.training import holdout_split, lr_at, resolve_precision
+from mnist_ct.train_model.training import EpochMetrics, Trainer, holdout_split, lr_at, resolve_precision
 
 
 def test_arcface_adds_the_margin_to_the_target_class_only():
@@ -131,3 +131,16 @@ def test_precision_auto_resolves_to_fp32_or_bf16_and_explicit_choices_stay():
     cpu = torch.device("cpu")
     assert resolve_precision("auto", cpu) in ("fp32", "bf16")
     assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
+
+
+def _history(scores: list[float]) -> list[EpochMetrics]:
+    return [EpochMetrics(i + 1, 0.0, 0.0, 0.0, 0.0, s, 0.0, 0.0, 0.0) for i, s in enumerate(scores)]
+
+
+def test_best_epoch_is_the_last_unless_an_earlier_one_is_measurably_better():
+    # 3000 validation images at ~93%: two standard errors are about 0.9 points.
+    assert Trainer.best_epoch(_history([0.90, 0.935, 0.93, 0.929]), val_size=3000) == 4
+    assert Trainer.best_epoch(_history([0.90, 0.95, 0.93, 0.92]), val_size=3000) == 2
+    assert Trainer.best_epoch(_history([0.5, 0.9, 0.7]), val_size=0) == 2  # no size given: strict maximum
+    assert Trainer.best_epoch(_history([float("nan")] * 3), val_size=0) == 3  # no validation: the last
+
