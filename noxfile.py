@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import shutil
 import sys
 from pathlib import Path
@@ -52,13 +51,19 @@ def discover() -> dict[str, Package]:
 
 
 def select(session: nox.Session, packages: dict[str, Package]) -> tuple[list[Package], list[str]]:
-    """Split posargs into package folder names and the rest (passed on to pytest)."""
-    names = [a for a in session.posargs if a in packages]
-    rest = [a for a in session.posargs if a not in packages]
-    unknown = [a for a in rest if not a.startswith("-") and not Path(a).exists() and re.fullmatch(r"[a-z_]+", a)]
+    """Split posargs into the leading package folder names and the rest (passed on to pytest).
+
+    Everything from the first option on goes to pytest as written, so `-m fault` keeps its value.
+    """
+    args = list(session.posargs)
+    first_option = next((i for i, a in enumerate(args) if a.startswith("-")), len(args))
+    leading, options = args[:first_option], args[first_option:]
+    names = [a for a in leading if a in packages]
+    unknown = [a for a in leading if a not in packages and not Path(a).exists()]
     if unknown:
         session.error(f"unknown package {unknown[0]!r}; known: {', '.join(packages)}")
-    return [packages[n] for n in names] if names else list(packages.values()), rest
+    paths = [a for a in leading if a not in packages]
+    return [packages[n] for n in names] if names else list(packages.values()), paths + options
 
 
 def package_venv(session: nox.Session, package: Package, packages: dict[str, Package]) -> Path:
