@@ -2,6 +2,7 @@
 
 import socket
 import time
+from importlib import metadata
 
 import kfp
 import pytest
@@ -41,7 +42,7 @@ def writes(api):
 def test_first_release_creates_the_pipeline_with_one_lock_named_version(api, pinned_lock_file, capsys):
     assert release(api, pinned_lock_file) == 0
     name = version_name(read_lock(pinned_lock_file))
-    assert name == f"0.1.0-{read_lock(pinned_lock_file).content_hash()[:12]}"
+    assert name == f"{metadata.version('mnist-ct-orchestration')}-{read_lock(pinned_lock_file).content_hash()[:12]}"
     [pipeline] = api.state.pipelines.values()
     assert pipeline["display_name"] == "mnist-ct"
     # KFP named the upload's first version after the pipeline; release replaced it with the named one.

@@ -143,4 +143,3 @@ def test_best_epoch_is_the_last_unless_an_earlier_one_is_measurably_better():
     assert Trainer.best_epoch(_history([0.90, 0.95, 0.93, 0.92]), val_size=3000) == 2
     assert Trainer.best_epoch(_history([0.5, 0.9, 0.7]), val_size=0) == 2  # no size given: strict maximum
     assert Trainer.best_epoch(_history([float("nan")] * 3), val_size=0) == 3  # no validation: the last
-
