@@ -245,6 +245,7 @@ def build_changed(session: nox.Session) -> None:
     except delivery.FAILURES as e:
         session.error(str(e))
     if args.report:
+        args.report.parent.mkdir(parents=True, exist_ok=True)
         args.report.write_text(report.to_json() + "\n")
     session.log(f"done in {report.total_s:.1f} s")
 
