@@ -24,7 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from train import FASHION_SOURCE, RECIPES  # bench/train.py: one definition of the Fashion-MNIST options
+from train import FASHION_SOURCE, RECIPES, step  # bench/train.py: the Fashion-MNIST options, how a step runs
+
+from mnist_ct.artifacts import RunPaths
 
 ROOT = Path(__file__).resolve().parent.parent
 FASHION_TRAIN_ARGS = RECIPES["fashion-mnist"]["args"]
@@ -49,9 +51,7 @@ def run_local_mnist5k(workdir: Path) -> dict[str, Any]:
 
 
 def step_chain_fashion(workdir: Path) -> dict[str, Any]:
-    run_id = "bench-fashion-mnist"
-    roots = ["--run-id", run_id, "--data-root", str(workdir / "data"), "--model-root", str(workdir / "model")]
-    roots += ["--deploy-root", str(workdir / "deploy-model")]
+    paths = RunPaths("bench-fashion-mnist", workdir / "data", workdir / "model", workdir / "deploy-model")
     steps = [
         ("preprocess", ["--dataset", "fashion-mnist", "--source", str(FASHION_SOURCE)]),
         ("validate", []),
@@ -62,16 +62,12 @@ def step_chain_fashion(workdir: Path) -> dict[str, Any]:
     ]
     times = {}
     t0 = time.perf_counter()
-    for step, args in steps:
-        t = time.perf_counter()
-        subprocess.run([sys.executable, "-m", f"mnist_ct.{step}", *roots, *args], check=True)
-        times[step] = round(time.perf_counter() - t, 2)
+    for name, args in steps:
+        times[name] = round(step(name, paths, *args), 2)
     accuracy = float((workdir / "accuracy").read_text())
-    t = time.perf_counter()
-    deployed = accuracy > 0.8
+    deployed = accuracy > 0.8  # the pipeline's default baseline
     if deployed:
-        subprocess.run([sys.executable, "-m", "mnist_ct.deploy", *roots], check=True)
-        times["deploy"] = round(time.perf_counter() - t, 2)
+        times["deploy"] = round(step("deploy", paths), 2)
     return {
         "how": "the seven steps in order (preprocess --source Debian's files), train_model "
         + " ".join(FASHION_TRAIN_ARGS),
