@@ -5,11 +5,15 @@ import hashlib
 import sys
 from pathlib import Path
 
+import kfp
 import pytest
 
+from mnist_ct.orchestration.__main__ import main
 from mnist_ct.orchestration.lock import LOCK_PATH, STEPS, Lock, read_lock, write_lock
 
 sys.path.insert(0, str(Path(__file__).parent))  # kfp_api.py, the fake KFP API server
+
+from kfp_api import FakeKfp  # noqa: E402
 
 
 def fake_digest(text: str) -> str:
@@ -61,3 +65,22 @@ def strict_yaml(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("strict") / "pipeline.yaml"
     compile_pipeline(pinned_lock(), path)
     return path
+
+
+@pytest.fixture
+def isolated_kfp_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """kfp.Client reads ~/.config/kfp/context.json and KFP's variables; keep a developer's own out of the tests."""
+    monkeypatch.setattr(kfp.Client, "_LOCAL_KFP_CONTEXT", str(tmp_path / "kfp-context.json"))
+    for name in ("MNIST_CT_KFP_TOKEN", "KF_PIPELINES_SA_TOKEN_PATH", "KF_PIPELINES_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def api(isolated_kfp_config: None):
+    """The fake KFP v2beta1 API server (kfp_api.py) on 127.0.0.1."""
+    with FakeKfp() as server:
+        yield server
+
+
+def release(api: FakeKfp, lock_file: Path, *extra: str) -> int:
+    return main(["release", "--host", api.url, "--lock", str(lock_file), *extra])

@@ -4,11 +4,9 @@ import socket
 import time
 from importlib import metadata
 
-import kfp
 import pytest
 import yaml
-from conftest import fake_digest, lock_with
-from kfp_api import FakeKfp
+from conftest import fake_digest, lock_with, release
 
 from mnist_ct.orchestration.__main__ import main
 from mnist_ct.orchestration.lock import STEPS, read_lock, write_lock
@@ -17,22 +15,7 @@ from mnist_ct.orchestration.release import version_name
 TOKEN = "tok-3f9a-never-print-me"
 
 
-@pytest.fixture(autouse=True)
-def isolated_kfp_config(tmp_path, monkeypatch):
-    """kfp.Client reads ~/.config/kfp/context.json; keep a developer's own out of the tests."""
-    monkeypatch.setattr(kfp.Client, "_LOCAL_KFP_CONTEXT", str(tmp_path / "kfp-context.json"))
-    for name in ("MNIST_CT_KFP_TOKEN", "KF_PIPELINES_SA_TOKEN_PATH", "KF_PIPELINES_ENDPOINT"):
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def api():
-    with FakeKfp() as server:
-        yield server
-
-
-def release(api, lock_file, *extra):
-    return main(["release", "--host", api.url, "--lock", str(lock_file), *extra])
+pytestmark = pytest.mark.usefixtures("isolated_kfp_config")  # the unreachable-host test too
 
 
 def writes(api):

@@ -2,26 +2,10 @@
 
 from __future__ import annotations
 
-import kfp
 import pytest
-from kfp_api import FakeKfp
-
-from mnist_ct.orchestration.__main__ import main
+from conftest import release
 
 TOKEN = "tok-51c2-never-print-me"
-
-
-@pytest.fixture
-def api(tmp_path, monkeypatch):
-    monkeypatch.setattr(kfp.Client, "_LOCAL_KFP_CONTEXT", str(tmp_path / "kfp-context.json"))
-    for name in ("MNIST_CT_KFP_TOKEN", "KF_PIPELINES_SA_TOKEN_PATH", "KF_PIPELINES_ENDPOINT"):
-        monkeypatch.delenv(name, raising=False)
-    with FakeKfp() as server:
-        yield server
-
-
-def release(api, lock_file, *extra):
-    return main(["release", "--host", api.url, "--lock", str(lock_file), *extra])
 
 
 @pytest.mark.parametrize("source", ["environment", "token file"])

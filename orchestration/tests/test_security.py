@@ -8,9 +8,8 @@ import json
 import re
 from pathlib import Path
 
-import kfp
 import pytest
-from kfp_api import FakeKfp
+from conftest import release
 
 from mnist_ct.orchestration.__main__ import main
 from mnist_ct.orchestration.lock import LOCK_PATH
@@ -121,19 +120,6 @@ def test_every_step_image_switches_to_a_non_root_user(dockerfile):
     assert any(re.search(rf"useradd .*--uid {uid}\b", line) for line in lines)
     entry = next(i for i, line in enumerate(lines) if line.startswith("ENTRYPOINT"))
     assert max(i for i, line in enumerate(lines) if line.startswith("USER ")) < entry
-
-
-@pytest.fixture
-def api(tmp_path, monkeypatch):
-    monkeypatch.setattr(kfp.Client, "_LOCAL_KFP_CONTEXT", str(tmp_path / "kfp-context.json"))
-    for name in ("MNIST_CT_KFP_TOKEN", "KF_PIPELINES_SA_TOKEN_PATH", "KF_PIPELINES_ENDPOINT"):
-        monkeypatch.delenv(name, raising=False)
-    with FakeKfp() as server:
-        yield server
-
-
-def release(api, lock_file, *extra):
-    return main(["release", "--host", api.url, "--lock", str(lock_file), *extra])
 
 
 def test_a_compiled_pipeline_with_a_tag_only_image_is_refused_before_anything_is_sent(
