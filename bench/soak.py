@@ -17,46 +17,23 @@ builds: `.nox/packages/deploy/bin/python bench/soak.py`. Writes bench/results/so
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
-from typing import Any
-
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "steps" / "deploy" / "tests"))
 
+from serve import machine, png  # noqa: E402  (bench/serve.py: the same machine record and PNG encoding)
 from serving_soak import soak  # noqa: E402  (steps/deploy/tests/serving_soak.py)
 
 from mnist_ct.artifacts import RunPaths, read_split  # noqa: E402
 from mnist_ct.deploy.__main__ import main as deploy_main  # noqa: E402
 from mnist_ct.deploy.server import LocalServer  # noqa: E402
-
-
-def png(pixels) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-def machine() -> dict[str, Any]:
-    lines = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []
-    return {
-        "cpus": len(os.sched_getaffinity(0)),
-        "cpu_model": next((x.split(":", 1)[1].strip() for x in lines if x.startswith("model name")), ""),
-        "python": platform.python_version(),
-        "torch": metadata.version("torch"),
-        "torchserve": metadata.version("torchserve"),
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-    }
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
