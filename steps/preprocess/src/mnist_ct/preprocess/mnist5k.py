@@ -18,6 +18,7 @@ from mnist_ct.artifacts import IMAGE_SHAPE, NUM_CLASSES, ArtifactError, Split
 
 PIXELS = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
 BUILTIN_CSV = Path(__file__).parent / "data" / "mnist_5k.csv.gz"
+_REPLACE = "copy the file again (the built-in one: reinstall mnist-ct-preprocess)"
 
 
 def builtin_csv() -> Path:
@@ -34,9 +35,9 @@ def read_mnist_csv(path: Path) -> Split:
         raw = path.read_bytes()
         text = gzip.decompress(raw) if path.suffix == ".gz" else raw
     except EOFError:
-        raise ArtifactError(f"{path}: truncated gzip file") from None
+        raise ArtifactError(f"{path}: truncated gzip file; {_REPLACE}") from None
     except (OSError, zlib.error) as e:
-        raise ArtifactError(f"{path}: cannot read ({e})") from None
+        raise ArtifactError(f"{path}: cannot read ({e}); {_REPLACE}") from None
     try:
         table = _parse_csv(text.decode("ascii").splitlines())
     except (ValueError, UnicodeDecodeError) as e:
