@@ -192,7 +192,7 @@ def prepare_run(args: argparse.Namespace, workdir: Path) -> tuple[RunPaths, Any]
 
 def run_pipeline(paths: RunPaths, epochs: int) -> None:
     """preprocess .. analysis on mnist-5k with the installed steps (as `python -m mnist_ct.<step>`)."""
-    core = ["--run-id", paths.run_id, "--data-root", str(paths.data_root), "--model-root", str(paths.model_root)]
+    core = paths.cli_args()
     threads = ["--threads", str(len(os.sched_getaffinity(0)))]
     steps = {
         "preprocess": [],
@@ -283,8 +283,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     paths, source = prepare_run(args, workdir)
     serving = ["--workers", str(args.workers), "--batch-size", str(args.batch_size)]
     serving += ["--max-batch-delay", str(args.max_batch_delay)]
-    core = ["--run-id", paths.run_id, "--data-root", str(paths.data_root), "--model-root", str(paths.model_root)]
-    if deploy_main([*core, "--deploy-root", str(paths.deploy_root), *serving]) != 0:
+    core = paths.cli_args()
+    if deploy_main([*core, *serving]) != 0:
         raise SystemExit("deploy failed; see above")
     _, test = read_split(paths.dataset, "test")
     images = [png(im) for im in test.images]

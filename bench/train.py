@@ -153,20 +153,7 @@ def _nn1(
 
 def step(module: str, paths: RunPaths, *args: str, quiet: bool = False) -> float:
     """Run `python -m mnist_ct.<module>` for the run; its wall time in seconds (fails loudly)."""
-    cmd = [
-        sys.executable,
-        "-m",
-        f"mnist_ct.{module}",
-        "--run-id",
-        paths.run_id,
-        "--data-root",
-        str(paths.data_root),
-        "--model-root",
-        str(paths.model_root),
-        "--deploy-root",
-        str(paths.deploy_root),
-        *args,
-    ]
+    cmd = [sys.executable, "-m", f"mnist_ct.{module}", *paths.cli_args(), *args]
     if quiet:
         cmd.append("--quiet")
     print("$", " ".join(cmd), file=sys.stderr, flush=True)

@@ -1,3 +1,4 @@
+import errno
 import json
 import os
 import signal
@@ -23,7 +24,6 @@ from mnist_ct.artifacts import (
     read_manifest,
     read_split,
     read_verified,
-    run_step,
     thread_count,
     write_dataset,
     write_embeddings,
@@ -142,16 +142,6 @@ def test_killed_mid_write_leaves_no_manifest_and_reader_refuses(tmp_path):
         read_dataset(staged[0])
 
 
-def test_run_step_turns_errors_into_one_line_and_exit_3(capsys):
-    def work():
-        raise ArtifactError("/data/x: broken; rerun preprocess")
-
-    assert run_step("validate", work) == 3
-    err = capsys.readouterr().err
-    assert err == "validate: error: /data/x: broken; rerun preprocess\n"
-    assert run_step("validate", lambda: (_ for _ in ()).throw(UsageError("bad flag"))) == 2
-
-
 def test_manifest_json_is_readable_and_sorted(tmp_path):
     write_dataset(tmp_path / "ds", {"train": make_split(10)}, PRODUCER, {"dataset": "t"})
     doc = json.loads((tmp_path / "ds/manifest.json").read_text())
@@ -208,3 +198,68 @@ def test_thread_count_defaults_to_the_cores_and_never_exceeds_them():
     assert thread_count(0) == cores
     assert thread_count(1) == 1
     assert thread_count(cores + 8) == cores
+
+
+@pytest.mark.parametrize("rel", ["../../etc/passwd", "/etc/passwd", "train//x.npy", "manifest.json"])
+def test_bad_input_a_manifest_that_lists_files_outside_its_folder_is_refused(tmp_path, rel):
+    write_dataset(tmp_path / "ds", {"train": make_split(10)}, PRODUCER, {"dataset": "t"})
+    doc = json.loads((tmp_path / "ds/manifest.json").read_text())
+    doc["files"][rel] = {"sha256": "0" * 64, "bytes": 1}
+    (tmp_path / "ds/manifest.json").write_text(json.dumps(doc))
+    with pytest.raises(ArtifactError, match="the manifest lies"):
+        read_manifest(tmp_path / "ds")
+
+
+def test_bad_input_a_listed_file_swapped_for_a_symlink_is_refused(tmp_path):
+    write_dataset(tmp_path / "ds", {"train": make_split(10)}, PRODUCER, {"dataset": "t"})
+    images = tmp_path / "ds/train/images.npy"
+    images.rename(tmp_path / "elsewhere.npy")
+    images.symlink_to(tmp_path / "elsewhere.npy")  # same bytes, same sha256: still refused
+    with pytest.raises(ArtifactError, match="is a symlink"):
+        read_verified(tmp_path / "ds")
+
+
+KILLED_WRITER = """
+import sys, time
+from pathlib import Path
+from mnist_ct.artifacts import Producer, publish
+with publish(Path(sys.argv[1]), "dataset", Producer("demo", "0")) as staging:
+    (staging.path / "part").write_text("x")
+    print("staged", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_rerun_removes_what_a_killed_writer_left_but_not_a_live_writers_staging(tmp_path):
+    final = tmp_path / "runs/r/dataset"
+    write_dataset(final, {"train": make_split(10)}, PRODUCER, {"dataset": "t"})
+    writers = [
+        subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(final)], stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    for w in writers:
+        assert w.stdout is not None and w.stdout.readline() == "staged\n"
+    writers[0].kill()  # SIGKILL: no finally runs, its staging and lock file stay
+    writers[0].wait()
+    assert len(list(final.parent.glob(".dataset.staging-*"))) == 2
+    write_dataset(final, {"train": make_split(12)}, PRODUCER, {"dataset": "t"})
+    left = sorted(p.name for p in final.parent.iterdir() if p.name.startswith(".dataset."))
+    assert len(left) == 2 and {n.split("-")[0] for n in left} == {".dataset.staging", ".dataset.lock"}
+    assert left[0].rsplit("-", 1)[1] == left[1].rsplit("-", 1)[1]  # only the live writer's pair
+    writers[1].kill()
+    writers[1].wait()
+    assert len(read_verified(final).files) == 2
+
+
+def test_bad_input_a_short_write_without_a_path_is_reported_as_a_full_disk_naming_the_artifact(tmp_path):
+    with pytest.raises(OSError) as e:
+        with publish(tmp_path / "ds", "dataset", PRODUCER):
+            raise OSError("47040 requested and 12160 written")  # what np.save raises on a full disk
+    assert e.value.errno == errno.ENOSPC and e.value.filename == str(tmp_path / "ds")
+    assert "12160 written" in e.value.strerror
+
+
+def test_bad_input_a_root_below_a_file_is_refused_before_anything_runs(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(UsageError, match="afile is a file, so this folder cannot exist"):
+        RunPaths("r", tmp_path / "afile" / "data")

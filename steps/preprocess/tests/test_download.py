@@ -6,7 +6,7 @@ import pytest
 from idx_files import idx_bytes
 
 from mnist_ct.artifacts import ArtifactError
-from mnist_ct.preprocess.download import RetryPolicy, fetch
+from mnist_ct.preprocess.download import RetryPolicy, check_mirror, fetch
 from mnist_ct.preprocess.sources import RemoteFile
 
 FAST = RetryPolicy(attempts=3, backoff_s=0.0, timeout_s=5.0)
@@ -100,3 +100,25 @@ def test_every_mirror_failing_lists_each(tmp_path, server, dead_url):
     assert f"{dead_url}/{NAME}: cannot connect" in message
     assert f"{server.url}/{NAME}: HTTP 404" in message
     assert f"expected sha256 {GOOD.sha256}" in message
+
+
+def test_a_file_url_mirror_is_copied_and_verified(tmp_path):
+    (tmp_path / "mirror").mkdir()
+    (tmp_path / "mirror" / NAME).write_bytes(BODY)
+    path = fetch(GOOD, [f"file://{tmp_path / 'mirror'}/"], tmp_path / "raw", FAST)
+    assert path.read_bytes() == BODY and cache_files(tmp_path / "raw") == [NAME]
+
+
+def test_a_file_url_mirror_without_the_file_is_not_retried(tmp_path):
+    (tmp_path / "mirror").mkdir()
+    with pytest.raises(ArtifactError) as e:
+        fetch(GOOD, [f"file://{tmp_path / 'mirror'}"], tmp_path / "raw", FAST)
+    assert f"file://{tmp_path / 'mirror'}/{NAME}: not found (No such file or directory)" in str(e.value)
+    assert "gave up after" not in str(e.value) and cache_files(tmp_path / "raw") == []
+
+
+@pytest.mark.parametrize(
+    "url", ["http://example.org/mnist/", "https://example.org:8443/a/b", "file:///srv/mnist/", "file://localhost/x"]
+)
+def test_good_mirror_urls_are_accepted(url):
+    assert check_mirror(url) == url

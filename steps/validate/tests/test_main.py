@@ -1,33 +1,15 @@
+"""The step end to end through its main: every check on real digits, and one test per bad-input row."""
+
 import json
 import pathlib
 import subprocess
 import sys
 
 import numpy as np
-import pytest
+from step_runs import failed, refused, report, run
 from tiny_datasets import good_splits, write_good, write_raw
 
 from mnist_ct.artifacts import read_manifest
-from mnist_ct.validate.__main__ import main
-
-
-def run(tmp_path, *args):
-    return main(["--run-id", "r1", "--data-root", str(tmp_path), "--quiet", *args])
-
-
-def report(tmp_path):
-    return json.loads((tmp_path / "runs/r1/validation/report.json").read_text())
-
-
-def failed(tmp_path, capsys, *args):
-    """Run, expect exit 3 and a written report; return the stderr lines (one per failed check)."""
-    assert run(tmp_path, *args) == 3
-    lines = capsys.readouterr().err.strip().splitlines()
-    r = report(tmp_path)
-    assert r["passed"] is False
-    assert len(lines) == r["summary"]["fail"] == sum(c["status"] == "fail" for c in r["checks"])
-    assert all(line.startswith("validate: check failed: ") for line in lines)
-    return lines
 
 
 def test_good_data_set_passes_and_report_lists_every_check(tmp_path, capsys):
@@ -211,7 +193,7 @@ def test_drift_against_a_reference_manifest(tmp_path, capsys):
     assert [c["status"] for c in drift] == ["pass", "pass"] and drift[0]["value"]["delta"] == {"mean": 0, "std": 0}
 
     splits = good_splits()
-    splits["train"] = (np.minimum(splits["train"][0].astype(np.int64) * 2, 255).astype(np.uint8), splits["train"][1])
+    splits["train"] = (splits["train"][0] // 2, splits["train"][1])  # half as bright: mean 0.13 -> 0.065
     write_raw(tmp_path, splits)
     [line] = failed(tmp_path, capsys, "--reference-manifest", str(reference.parent))
     assert "drift[train]: " in line and "drift above 0.05" in line
@@ -224,22 +206,49 @@ def test_reference_without_pixel_stats_fails_the_drift_check(tmp_path, capsys):
     assert len(lines) == 2 and "the reference manifest has no pixel_stats for split 'train'" in lines[0]
 
 
-def test_missing_reference_fails_the_drift_check(tmp_path, capsys):
-    write_good(tmp_path)
-    [line] = failed(tmp_path, capsys, "--reference-manifest", str(tmp_path / "nowhere/manifest.json"))
-    assert line.startswith("validate: check failed: drift: reference: ") and "not found" in line
-
-
-@pytest.mark.parametrize("args", [["--max-leakage", "2"], ["--mean-bounds", "0.1"], ["--min-class-ratio", "x"]])
-def test_bad_options_exit_2(tmp_path, args):
-    with pytest.raises(SystemExit) as e:
-        run(tmp_path, *args)
-    assert e.value.code == 2
-
-
 def test_runs_as_a_module(tmp_path):
     write_good(tmp_path)
     cmd = [sys.executable, "-m", "mnist_ct.validate", "--run-id", "r1", "--data-root", str(tmp_path)]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "28 checks: 28 passed, 0 failed, 0 skipped" in result.stderr
+
+
+def test_the_report_names_the_reference_manifest(tmp_path):
+    reference = write_good(tmp_path / "ref", "ref")
+    write_good(tmp_path)
+    assert run(tmp_path, "--reference-manifest", str(reference)) == 0
+    assert report(tmp_path)["reference_manifest"] == str(reference / "manifest.json")
+
+
+def test_bad_input_reference_data_set_that_fails_verification(tmp_path, capsys):
+    reference = write_good(tmp_path / "ref", "ref")
+    f = reference / "test/images.npy"
+    data = bytearray(f.read_bytes())
+    data[-1] ^= 0x01
+    f.write_bytes(bytes(data))
+    write_good(tmp_path)
+    line = refused(tmp_path, capsys, 3, "--reference-manifest", str(reference))
+    assert line.startswith(f"validate: error: {f}: sha256 ") and "does not match the manifest's" in line
+
+
+def test_bad_input_reference_that_is_not_a_data_set(tmp_path, capsys):
+    write_good(tmp_path / "ref", "ref")
+    assert run(tmp_path / "ref", "--run-id", "ref") == 0  # its validation report: an artifact, but not a data set
+    capsys.readouterr()
+    write_good(tmp_path)
+    other = tmp_path / "ref/runs/ref/validation/manifest.json"
+    line = refused(tmp_path, capsys, 3, "--reference-manifest", str(other))
+    assert line == f"validate: error: {other}: artifact kind is 'validation', expected 'dataset'"
+
+
+def test_bad_input_reference_whose_pixel_stats_are_not_numbers(tmp_path, capsys):
+    stats = {"train": {"mean": "bright", "std": None}, "test": {"mean": 0.13, "std": 0.31}}
+    write_raw(tmp_path / "ref", good_splits(), "ref", meta={"pixel_stats": stats})
+    write_good(tmp_path)
+    [line] = failed(tmp_path, capsys, "--reference-manifest", str(tmp_path / "ref/runs/ref/dataset"))
+    assert "drift[train]: " in line
+    assert (
+        "the reference manifest's pixel_stats for split 'train' are not numbers ({'mean': 'bright', 'std': None})"
+        in line
+    )

@@ -1,4 +1,5 @@
-"""Tiny data sets on disk: good ones through the contract, broken ones published around it."""
+"""Small data sets of real digits (the built-in mnist-5k) on disk: good ones through the contract, broken ones
+published around it (a valid manifest around arrays the contract would refuse)."""
 
 from __future__ import annotations
 
@@ -6,40 +7,35 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_ct.artifacts import Producer, RunPaths, Split, class_counts, publish, write_dataset
+from mnist_ct.artifacts import Producer, RunPaths, Split, class_counts, pixel_stats, publish, write_dataset
+from mnist_ct.artifacts.testing import mnist5k, take
 
 PRODUCER = Producer("preprocess", "0.1.0")
+Arrays = tuple[np.ndarray, np.ndarray]
 
 
-def digits(per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct sparse images (about 15% bright pixels: MNIST-like statistics) and balanced labels."""
-    rng = np.random.default_rng(seed)
-    labels = np.repeat(np.arange(10), per_class)
-    rng.shuffle(labels)
-    bright = rng.random((len(labels), 28, 28)) < 0.15
-    images = np.where(bright, rng.integers(128, 256, bright.shape), 0).astype(np.uint8)
-    return images, labels.astype(np.int64)
+def digits(per_class: int, skip: int = 0) -> Arrays:
+    """`per_class` real digits of every class (uint8 [N,28,28], int64 labels), after skipping `skip` of each."""
+    split = take(mnist5k(), per_class, skip)
+    return split.images.copy(), split.labels.copy()
 
 
-def good_splits(train_per_class: int = 20, test_per_class: int = 5) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    return {"train": digits(train_per_class, 1), "test": digits(test_per_class, 2)}
-
-
-def stats(images: np.ndarray) -> dict[str, float]:
-    x = images.astype(np.float64) / 255
-    return {"mean": round(float(x.mean()), 6), "std": round(float(x.std()), 6)}
+def good_splits(train_per_class: int = 20, test_per_class: int = 5) -> dict[str, Arrays]:
+    """Disjoint train and test digits: 200 and 50 by default."""
+    return {"train": digits(train_per_class), "test": digits(test_per_class, skip=train_per_class)}
 
 
 def write_good(data_root: Path, run_id: str = "r1", **sizes: int) -> Path:
+    """A data set as preprocess publishes it (with pixel_stats), through the contract."""
     folder = RunPaths(run_id, data_root).dataset
     splits = {name: Split(x, y) for name, (x, y) in good_splits(**sizes).items()}
-    meta = {"dataset": "tiny", "pixel_stats": {name: stats(s.images) for name, s in splits.items()}}
+    meta = {"dataset": "mnist-5k", "pixel_stats": {name: pixel_stats(s.images) for name, s in splits.items()}}
     write_dataset(folder, splits, PRODUCER, meta)
     return folder
 
 
-def write_raw(data_root: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]], run_id: str = "r1") -> Path:
-    """Publish arrays as they are (a valid manifest around data the contract would refuse)."""
+def write_raw(data_root: Path, splits: dict[str, Arrays], run_id: str = "r1", meta: object = None) -> Path:
+    """Publish arrays as they are; `meta` (default: the class counts) is the manifest's meta, whatever it is."""
     folder = RunPaths(run_id, data_root).dataset
     with publish(folder, "dataset", PRODUCER) as staging:
         for name, (images, labels) in splits.items():
@@ -49,6 +45,8 @@ def write_raw(data_root: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]],
         staging.meta["counts"] = {
             name: class_counts(labels[(labels >= 0) & (labels < 10)])
             for name, (_, labels) in splits.items()
-            if labels.dtype.kind in "iu"
+            if labels.dtype.kind in "iu" and labels.ndim == 1
         }
+        if meta is not None:
+            staging.meta = meta  # a hand-made manifest: anything may be there
     return folder

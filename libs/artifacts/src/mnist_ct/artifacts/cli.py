@@ -3,47 +3,111 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
-import traceback
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-from .errors import ArtifactError
-from .paths import DEFAULT_DATA_ROOT, DEFAULT_DEPLOY_ROOT, DEFAULT_MODEL_ROOT, RunPaths
+from .errors import UsageError
+from .paths import DEFAULT_DATA_ROOT, DEFAULT_DEPLOY_ROOT, DEFAULT_MODEL_ROOT, RunPaths, check_root, check_run_id
 
 T = TypeVar("T")
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """The core options every step takes (see libs/artifacts/README.md)."""
+    """The core options every step takes (see libs/artifacts/README.md), checked at parse time."""
     group = parser.add_argument_group("run and volumes")
-    group.add_argument("--run-id", required=True, help="run id: every artifact goes under runs/<run id>/")
-    group.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT, help="data volume (default: %(default)s)")
     group.add_argument(
-        "--model-root", type=Path, default=DEFAULT_MODEL_ROOT, help="model volume (default: %(default)s)"
+        "--run-id", type=run_id_arg, required=True, help="run id: every artifact goes under runs/<run id>/"
     )
-    group.add_argument(
-        "--deploy-root", type=Path, default=DEFAULT_DEPLOY_ROOT, help="deploy-model volume (default: %(default)s)"
-    )
+    for option, default, what in (
+        ("--data-root", DEFAULT_DATA_ROOT, "data volume"),
+        ("--model-root", DEFAULT_MODEL_ROOT, "model volume"),
+        ("--deploy-root", DEFAULT_DEPLOY_ROOT, "deploy-model volume"),
+    ):
+        group.add_argument(option, type=volume_root, default=default, help=f"{what} (default: %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or summary lines")
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer of at least 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def run_id_arg(text: str) -> str:
+    """argparse type: a run id (paths.check_run_id)."""
+    try:
+        return check_run_id(text)
+    except UsageError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def non_negative_int(text: str) -> int:
-    """argparse type: an integer of 0 or more."""
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
+def volume_root(text: str) -> Path:
+    """argparse type: a volume's root folder; it may not exist yet, but it may not be a file."""
+    try:
+        return check_root(Path(text))
+    except UsageError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+MAX_THREADS = 1024
+MAX_SEED = 2**32 - 1  # numpy's and torch's seeds are 32-bit
+
+
+def bounded_int(low: int, high: int | None = None) -> Callable[[str], int]:
+    """argparse type: a whole number in [low, high] (high None: no upper bound), checked at parse time."""
+
+    def integer(text: str) -> int:
+        value = int(text)
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be {_range_text(low, high)}, got {value}")
+        return value
+
+    return integer
+
+
+def bounded_float(
+    low: float | None = None, high: float | None = None, *, low_open: bool = False, high_open: bool = False
+) -> Callable[[str], float]:
+    """argparse type: a finite number within the bounds (open bounds exclude the limit), checked at parse time."""
+
+    def number(text: str) -> float:
+        value = float(text)
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+        too_low = low is not None and (value <= low if low_open else value < low)
+        too_high = high is not None and (value >= high if high_open else value > high)
+        if too_low or too_high:
+            lo = "" if low is None else f"{'(' if low_open else '['}{low:g}"
+            hi = "" if high is None else f"{high:g}{')' if high_open else ']'}"
+            raise argparse.ArgumentTypeError(f"must be in {lo or '(-inf'}, {hi or 'inf)'}, got {value:g}")
+        return value
+
+    return number
+
+
+def _range_text(low: int, high: int | None) -> str:
+    if high is None:
+        return f"at least {low}" if low != 0 else "0 or more"
+    return f"from {low} to {high}"
+
+
+positive_int = bounded_int(1)
+non_negative_int = bounded_int(0)
+seed_value = bounded_int(0, MAX_SEED)
+
+
+def add_threads_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup, used_by: str) -> None:
+    """`--threads N`, the same in every step: N CPU threads for `used_by`; 0 means every core this process may use."""
+    parser.add_argument(
+        "--threads",
+        type=bounded_int(0, MAX_THREADS),
+        default=0,
+        help=f"CPU threads for {used_by}; 0: every core this process may use, never more (default: %(default)s)",
+    )
+
+
+def check_low_high(option: str, low: float, high: float) -> None:
+    """A LOW HIGH pair: refuse LOW > HIGH (parse types check each value; this checks the pair)."""
+    if low > high:
+        raise UsageError(f"{option}: LOW {low:g} is above HIGH {high:g}; give LOW <= HIGH")
 
 
 def thread_count(requested: int) -> int:
@@ -59,23 +123,8 @@ def thread_count(requested: int) -> int:
 
 
 def run_paths(args: argparse.Namespace) -> RunPaths:
+    """The run's paths from the core options (the run id and the roots are checked here)."""
     return RunPaths(args.run_id, args.data_root, args.model_root, args.deploy_root)
-
-
-def run_step(step: str, work: Callable[[], int | None]) -> int:
-    """Run `work`; an ArtifactError becomes one 'step: error: ...' line and its exit code."""
-    try:
-        return work() or 0
-    except ArtifactError as e:
-        print(f"{step}: error: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print(f"{step}: interrupted", file=sys.stderr)
-        return 130
-    except Exception:  # a bug: keep the traceback, but end with one readable line
-        traceback.print_exc()
-        print(f"{step}: internal error (a bug; the traceback is above)", file=sys.stderr)
-        return 1
 
 
 class Log:

@@ -8,6 +8,8 @@ file) before they trust a byte, and fail with one line naming the file.
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -135,49 +137,99 @@ def publish(final: Path, kind: str, producer: Producer, inputs: dict[str, str] |
 
     Files are written under `staging.path`; on success every file is hashed and fsynced, the
     manifest is written last, and the folder is renamed to `final` (replacing an older one).
-    On error, or if the process dies, only a hidden `.<name>.staging-*` sibling remains.
+    On error, or if the process dies, only a hidden `.<name>.staging-*` sibling remains, which the
+    next publish of the same artifact removes once no live process holds it (`_remove_abandoned`).
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Staging(final.parent / f".{final.name}.staging-{uuid.uuid4().hex[:12]}", inputs=dict(inputs or {}))
-    staging.path.mkdir()
+    _remove_abandoned(final)
+    token = uuid.uuid4().hex[:12]
+    with _writer_lock(final, token):
+        staging = Staging(final.parent / f".{final.name}.staging-{token}", inputs=dict(inputs or {}))
+        staging.path.mkdir()
+        try:
+            yield staging
+            files: dict[str, FileEntry] = {}
+            for p in sorted(staging.path.rglob("*")):
+                if p.is_file():
+                    rel = p.relative_to(staging.path).as_posix()
+                    if rel == MANIFEST:
+                        raise ArtifactError(f"{final}: a step may not write {MANIFEST} itself")
+                    _fsync_file(p)
+                    files[rel] = FileEntry(sha256_file(p), p.stat().st_size)
+            for d in sorted({p.parent for p in staging.path.rglob("*")}, reverse=True):
+                fsync_dir(d)
+            manifest = Manifest(
+                kind=kind,
+                producer=producer,
+                files=files,
+                meta=staging.meta,
+                inputs=staging.inputs,
+                created=datetime.now(UTC).isoformat(timespec="seconds"),
+            )
+            data = (json.dumps(manifest.to_json(), indent=2, sort_keys=True) + "\n").encode()
+            manifest.digest = hashlib.sha256(data).hexdigest()
+            atomic_write_bytes(staging.path / MANIFEST, data)
+            _swap_into_place(staging.path, final, final.parent / f".{final.name}.old-{token}")
+            staging.manifest = manifest
+        except OSError as e:
+            if e.filename is not None:
+                raise
+            raise _with_path(e, final) from e
+        finally:
+            shutil.rmtree(staging.path, ignore_errors=True)
+
+
+def _with_path(e: OSError, final: Path) -> OSError:
+    """The error of a writer that lost the path (numpy's short write has no errno either: the disk is full)."""
+    code = e.errno if e.errno is not None else (errno.ENOSPC if "written" in str(e) else errno.EIO)
+    reason = e.strerror or os.strerror(code)
+    return OSError(code, f"{reason} ({e})" if str(e) and e.strerror is None else reason, str(final))
+
+
+@contextlib.contextmanager
+def _writer_lock(final: Path, token: str) -> Iterator[None]:
+    """Hold `.<name>.lock-<token>` locked while staging: the kernel drops the lock when the writer dies."""
+    lock = final.parent / f".{final.name}.lock-{token}"
+    fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     try:
-        yield staging
-        files: dict[str, FileEntry] = {}
-        for p in sorted(staging.path.rglob("*")):
-            if p.is_file():
-                rel = p.relative_to(staging.path).as_posix()
-                if rel == MANIFEST:
-                    raise ArtifactError(f"{final}: a step may not write {MANIFEST} itself")
-                _fsync_file(p)
-                files[rel] = FileEntry(sha256_file(p), p.stat().st_size)
-        for d in sorted({p.parent for p in staging.path.rglob("*")}, reverse=True):
-            fsync_dir(d)
-        manifest = Manifest(
-            kind=kind,
-            producer=producer,
-            files=files,
-            meta=staging.meta,
-            inputs=staging.inputs,
-            created=datetime.now(UTC).isoformat(timespec="seconds"),
-        )
-        data = (json.dumps(manifest.to_json(), indent=2, sort_keys=True) + "\n").encode()
-        manifest.digest = hashlib.sha256(data).hexdigest()
-        atomic_write_bytes(staging.path / MANIFEST, data)
-        _swap_into_place(staging.path, final)
-        staging.manifest = manifest
+        with contextlib.suppress(OSError):  # a file system without locks (some FUSE mounts): no cleanup, no harm
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
     finally:
-        shutil.rmtree(staging.path, ignore_errors=True)
+        lock.unlink(missing_ok=True)
+        os.close(fd)
 
 
-def _swap_into_place(staging: Path, final: Path) -> None:
-    old = None
+def _remove_abandoned(final: Path) -> None:
+    """Remove the staging and moved-aside folders of earlier writers of `final` that died (their lock is free)."""
+    for lock in final.parent.glob(f".{final.name}.lock-*"):
+        token = lock.name.rsplit("-", 1)[-1]
+        try:
+            fd = os.open(lock, os.O_RDWR)
+        except FileNotFoundError:  # its writer finished meanwhile
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # a live writer (another process publishing the same artifact), or no locks here
+            os.close(fd)
+            continue
+        try:
+            for leftover in (f".{final.name}.staging-{token}", f".{final.name}.old-{token}"):
+                shutil.rmtree(final.parent / leftover, ignore_errors=True)
+            lock.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
+
+
+def _swap_into_place(staging: Path, final: Path, old: Path) -> None:
+    moved_aside = False
     if final.exists():
-        old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:12]}"
         os.rename(final, old)
+        moved_aside = True
     os.rename(staging, final)
     fsync_dir(final.parent)
-    if old is not None:
+    if moved_aside:
         shutil.rmtree(old, ignore_errors=True)
 
 
@@ -209,6 +261,10 @@ def read_manifest(folder: Path, kind: str | None = None) -> Manifest:
         raise ArtifactError(f"{path}: not a valid manifest ({e.__class__.__name__}: {e})") from None
     if kind is not None and manifest.kind != kind:
         raise ArtifactError(f"{path}: artifact kind is {manifest.kind!r}, expected {kind!r}")
+    for rel in manifest.files:
+        parts = rel.split("/")
+        if rel.startswith("/") or ".." in parts or "" in parts or rel == MANIFEST:
+            raise ArtifactError(f"{path}: lists {rel!r}, which is not a file inside {folder}; the manifest lies")
     return manifest
 
 
@@ -218,6 +274,8 @@ def verify_file(folder: Path, manifest: Manifest, rel: str) -> Path:
     entry = manifest.files.get(rel)
     if entry is None:
         raise ArtifactError(f"{path}: not listed in {Path(folder) / MANIFEST}")
+    if path.is_symlink():
+        raise ArtifactError(f"{path}: is a symlink; an artifact holds its own files, so it is refused")
     if not path.is_file():
         raise ArtifactError(f"{path}: listed in the manifest but missing")
     size = path.stat().st_size

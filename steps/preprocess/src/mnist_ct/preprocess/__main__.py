@@ -1,22 +1,40 @@
-"""python -m mnist_ct.preprocess: argument parsing and exit codes (the work is in build.py)."""
+"""python -m mnist_ct.preprocess: the command line (every option checked when parsed); the step is in step.py."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from mnist_ct.artifacts import Log, add_run_arguments, positive_int, run_paths, run_step
+from mnist_ct.artifacts import (
+    UsageError,
+    add_run_arguments,
+    bounded_float,
+    bounded_int,
+    seed_value,
+    step_main,
+)
 
-from .build import Options, preprocess
-from .download import RetryPolicy
+from .download import RetryPolicy, check_mirror
 from .sources import DATASETS, MNIST_5K
+from .step import MAX_LIMIT_PER_CLASS, MAX_RETRIES, STEP, Options, run
 
 
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {value}")
-    return value
+def mirror_arg(text: str) -> str:
+    """argparse type: a mirror's base URL (http, https or file)."""
+    try:
+        return check_mirror(text)
+    except UsageError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix(f"--mirror {text!r}: ")) from None
+
+
+def folder_arg(text: str) -> Path:
+    """argparse type: an existing folder."""
+    path = Path(text)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{path}: no such folder")
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path}: is a file, not a folder; pass the folder that holds the files")
+    return path
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,20 +44,21 @@ def build_parser() -> argparse.ArgumentParser:
             "Collect a digit data set and publish it as checksummed train/test splits under "
             "<data-root>/runs/<run id>/dataset/ (uint8 [N,28,28] images, labels 0..9, manifest.json)."
         ),
-        epilog="Exit codes: 0 done, 2 bad usage, 3 bad input (one line on stderr names the file).",
+        epilog="Exit codes: 0 done, 2 bad usage, 3 bad input (one line on stderr names the file), "
+        "5 the environment (disk full, read-only volume), 143 terminated.",
     )
     add_run_arguments(parser)
     parser.add_argument(
         "--dataset",
         choices=DATASETS,
         default=MNIST_5K,
-        help="mnist-5k: the 5,000 real MNIST digits shipped in this package (offline, split here); "
+        help="mnist-5k: the 5,000 real MNIST digits built into mnist-ct-artifacts (offline, split here); "
         "mnist, fashion-mnist: the four official idx .gz files with their official train/test split "
         "(default: %(default)s)",
     )
     parser.add_argument(
         "--source",
-        type=Path,
+        type=folder_arg,
         metavar="DIR",
         help="read the files from this folder instead of downloading them (mnist, fashion-mnist: the four "
         "idx files, .gz or not, checked for structure; mnist-5k: mnist_5k.csv.gz), "
@@ -47,33 +66,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--mirror",
+        type=mirror_arg,
         action="append",
         default=[],
         metavar="URL",
-        help="base URL to download the idx files from, instead of the built-in mirrors (repeatable, tried in "
-        "order); downloads are always checked against the official sha256 and cached in <data-root>/raw/<dataset>/",
+        help="base URL (http, https or file) to download the idx files from, instead of the built-in mirrors "
+        "(repeatable, tried in order); downloads are always checked against the official sha256 and cached in "
+        "<data-root>/raw/<dataset>/",
     )
-    parser.add_argument("--retries", type=positive_int, default=3, help="attempts per mirror (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for the split and for --limit-per-class")
+    parser.add_argument(
+        "--retries",
+        type=bounded_int(1, MAX_RETRIES),
+        default=RetryPolicy().attempts,
+        help=f"attempts per mirror, 1 to {MAX_RETRIES} (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--seed", type=seed_value, default=0, help="seed for the split and for --limit-per-class (default: 0)"
+    )
     parser.add_argument(
         "--limit-per-class",
-        type=positive_int,
+        type=bounded_int(1, MAX_LIMIT_PER_CLASS),
         metavar="N",
         help="keep at most N images of each class (chosen with --seed) from each source split: from the 5,000 "
         "before the train/test split (mnist-5k), from each official split (mnist, fashion-mnist); for quick runs",
     )
     parser.add_argument(
         "--test-fraction",
-        type=_fraction,
+        type=bounded_float(0.0, 1.0, low_open=True, high_open=True),
         default=0.2,
-        help="mnist-5k: share of each class that goes to the test split (default: %(default)s)",
+        help="mnist-5k: share of each class that goes to the test split, in (0, 1) (default: %(default)s)",
     )
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    options = Options(
+def options_from_args(args: argparse.Namespace) -> Options:
+    return Options(
         dataset=args.dataset,
         source=args.source,
         seed=args.seed,
@@ -82,7 +109,10 @@ def main(argv: list[str] | None = None) -> int:
         mirrors=tuple(args.mirror),
         retry=RetryPolicy(attempts=args.retries),
     )
-    return run_step("preprocess", lambda: preprocess(run_paths(args), options, Log("preprocess", args.quiet)) and 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return step_main(STEP, build_parser(), options_from_args, run, argv)
 
 
 if __name__ == "__main__":

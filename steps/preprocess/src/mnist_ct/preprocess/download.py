@@ -11,21 +11,24 @@ import contextlib
 import hashlib
 import http.client
 import os
+import ssl
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mnist_ct.artifacts import ArtifactError, Log, sha256_file
+from mnist_ct.artifacts import ArtifactError, Log, UsageError, fsync_dir, sha256_file
 
 from .sources import RemoteFile
 
 _CHUNK = 1 << 16
 _USER_AGENT = "mnist-ct-preprocess"
+MIRROR_SCHEMES = ("http", "https", "file")
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,33 @@ class _Permanent(Exception):
     """This mirror will not give the right file: try the next one."""
 
 
+def check_mirror(url: str) -> str:
+    """`url` if it is a base URL files can be downloaded from (http, https or file), else UsageError."""
+    problem = _mirror_problem(url)
+    if problem:
+        raise UsageError(f"--mirror {url!r}: {problem}; give a base URL such as https://host/path/")
+    return url
+
+
+def _mirror_problem(url: str) -> str | None:
+    if not url or any(ch.isspace() or not ch.isprintable() for ch in url):
+        return "empty, or holds spaces or control characters"
+    try:
+        parts = urllib.parse.urlsplit(url)
+        _ = parts.port  # parsing the port raises ValueError for a bad one
+    except ValueError as e:
+        return f"not a URL ({e})"
+    if parts.scheme not in MIRROR_SCHEMES:
+        return f"scheme {parts.scheme or 'missing'!r}, expected one of {', '.join(MIRROR_SCHEMES)}"
+    if parts.scheme != "file" and not parts.hostname:
+        return "no host"
+    if parts.scheme == "file" and (parts.netloc not in ("", "localhost") or not parts.path.startswith("/")):
+        return "a file URL needs an absolute path on this machine (file:///path/)"
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        return "a base URL has no query or fragment (the file name is appended to it)"
+    return None
+
+
 def mirror_url(base: str, name: str) -> str:
     return base.rstrip("/") + "/" + name
 
@@ -59,6 +89,8 @@ def fetch(
     """Return the verified file `cache/<file.name>`, downloading it if the cache lacks a good copy."""
     log = log or Log("preprocess", quiet=True)
     target = Path(cache) / file.name
+    if target.exists() and not target.is_file():
+        raise ArtifactError(f"{target}: in the download cache but not a file; remove it and rerun")
     if target.is_file():
         if sha256_file(target) == file.sha256:
             return target
@@ -116,14 +148,21 @@ def _download(url: str, file: RemoteFile, target: Path, policy: RetryPolicy, log
         if digest.hexdigest() != file.sha256:
             raise _Permanent(f"sha256 {digest.hexdigest()} does not match the expected {file.sha256}")
         os.replace(tmp, target)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
     except urllib.error.HTTPError as e:
         problem = f"HTTP {e.code} {e.reason}"
         raise (_Transient(problem) if e.code >= 500 or e.code in (408, 429) else _Permanent(problem)) from None
     except urllib.error.URLError as e:
+        if isinstance(e.reason, FileNotFoundError):  # a file:// mirror without the file
+            raise _Permanent(f"not found ({e.reason.strerror})") from None
         raise _Transient(f"cannot connect ({e.reason})") from None
-    except (http.client.HTTPException, ConnectionError, TimeoutError) as e:
+    except (http.client.HTTPException, ConnectionError, TimeoutError, ssl.SSLError) as e:
         raise _Transient(f"transfer failed ({e.__class__.__name__}: {e})") from None
+    except OSError as e:
+        # Writing the cache: a full or read-only disk. A write's error carries no path: name the file.
+        if e.filename is None:
+            raise OSError(e.errno, e.strerror or str(e), str(target)) from None
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -138,11 +177,3 @@ def _byte_progress(log: Log, total: int | None, name: str) -> Iterator[Callable[
 
     with tqdm(total=total, unit="B", unit_scale=True, desc=f"[{log.step}] {name}", leave=False) as bar:
         yield bar.update
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

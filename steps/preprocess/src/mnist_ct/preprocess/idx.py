@@ -8,6 +8,7 @@ gzip-compressed; a file whose name ends in `.gz` must be gzip, any other is read
 from __future__ import annotations
 
 import gzip
+import math
 import zlib
 from pathlib import Path
 
@@ -55,7 +56,7 @@ def parse_idx(data: bytes, name: str | Path) -> np.ndarray:
         raise ArtifactError(f"{name}: truncated idx header ({len(data)} bytes, {ndim} dimensions need {header})")
     dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     dtype = IDX_TYPES[code]
-    expected = header + int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    expected = header + math.prod(dims) * dtype.itemsize  # Python ints: a hostile header cannot overflow
     if len(data) != expected:
         problem = "truncated" if len(data) < expected else "has trailing bytes"
         raise ArtifactError(

@@ -33,14 +33,3 @@ def stratified_split(split: Split, test_fraction: float, rng: np.random.Generato
         test.append(members[:n_test])
         train.append(members[n_test:])
     return take(split, np.sort(np.concatenate(train))), take(split, np.sort(np.concatenate(test)))
-
-
-def pixel_stats(split: Split) -> dict[str, float]:
-    """Mean and standard deviation of the pixels on the [0,1] scale the model sees (non-empty split)."""
-    # A histogram of the 256 values is exact and needs no float copy of the images.
-    counts = np.bincount(split.images.ravel(), minlength=256).astype(np.float64)
-    values = np.arange(256) / 255.0
-    n = counts.sum()
-    mean = float(counts @ values / n)
-    std = float(np.sqrt(max(counts @ values**2 / n - mean**2, 0.0)))
-    return {"mean": round(mean, 6), "std": round(std, 6)}

@@ -7,12 +7,13 @@ are not uint8) is `skip`ped, so one defect gives one failure line, not a cascade
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from mnist_ct.artifacts import IMAGE_SHAPE, NUM_CLASSES, pixel_stats
+from mnist_ct.artifacts import IMAGE_SHAPE, NUM_CLASSES, class_counts, pixel_stats
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"
 
@@ -75,11 +76,20 @@ def skipped(name: str, scope: str, threshold: Any, reason: str) -> Check:
     return Check(name, scope, SKIP, None, threshold, f"skipped: {reason}")
 
 
-def class_counts(labels: np.ndarray) -> list[int]:
-    """Images per class 0..9 (labels outside 0..9 are not counted)."""
-    labels = np.asarray(labels).astype(np.int64)
-    inside = labels[(labels >= 0) & (labels < NUM_CLASSES)]
-    return np.bincount(inside, minlength=NUM_CLASSES).tolist()
+def counts_in_range(labels: np.ndarray) -> dict[str, int]:
+    """Images per class "0".."9", counting only labels that are whole numbers in 0..9 (the others are
+    labels_in_range's failure); the counting itself is mnist_ct.artifacts.class_counts, as in the manifest."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or not is_numeric(labels):
+        return class_counts(np.zeros(0, np.int64))
+    with np.errstate(invalid="ignore"):
+        inside = (labels >= 0) & (labels < NUM_CLASSES) & (labels == np.round(labels))
+    return class_counts(labels[inside].astype(np.int64))
+
+
+def is_numeric(labels: np.ndarray) -> bool:
+    """Integers or real floats (not bool, complex, text, dates or records)."""
+    return labels.dtype.kind in "iuf"
 
 
 def is_image_array(images: np.ndarray) -> bool:
@@ -116,10 +126,14 @@ def check_label_format(split: str, labels: np.ndarray, n_images: int, where: str
 
 
 def check_labels_in_range(split: str, labels: np.ndarray, where: str) -> Check:
-    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.number):
+    if labels.ndim != 1 or not is_numeric(labels):
         return skipped("labels_in_range", split, [0, NUM_CLASSES - 1], "labels are not a 1-D numeric array")
     if len(labels) == 0:
         return skipped("labels_in_range", split, [0, NUM_CLASSES - 1], "no labels")
+    not_finite = int(np.count_nonzero(~np.isfinite(labels)))
+    if not_finite:
+        message = f"{where}: {not_finite} labels are nan or inf, expected whole numbers in 0..9"
+        return judged("labels_in_range", split, False, {"not_finite": not_finite}, [0, NUM_CLASSES - 1], message)
     low, high = labels.min().item(), labels.max().item()
     integral = bool(np.all(labels == np.round(labels)))
     ok = integral and low >= 0 and high <= NUM_CLASSES - 1
@@ -161,13 +175,13 @@ def check_pixel_stats(split: str, images: np.ndarray, bounds: Thresholds, where:
 def check_classes_present(split: str, labels: np.ndarray, where: str) -> Check:
     if len(labels) == 0:
         return skipped("classes_present", split, "all of 0..9", "no labels")
-    missing = [c for c, n in enumerate(class_counts(labels)) if n == 0]
+    missing = [int(c) for c, n in counts_in_range(labels).items() if n == 0]
     message = f"{where}: every class 0..9 present" if not missing else f"{where}: no images of class {missing}"
     return judged("classes_present", split, not missing, missing, "all of 0..9", message)
 
 
 def check_class_balance(split: str, labels: np.ndarray, min_ratio: float, where: str) -> Check:
-    present = [n for n in class_counts(labels) if n > 0]
+    present = [n for n in counts_in_range(labels).values() if n > 0]
     if not present:
         return skipped("class_balance", split, min_ratio, "no labels in 0..9")
     ratio = round(min(present) / max(present), 4)
@@ -179,7 +193,7 @@ def check_class_balance(split: str, labels: np.ndarray, min_ratio: float, where:
 
 
 def check_counts_match_manifest(split: str, labels: np.ndarray, recorded: Any, where: str) -> Check:
-    actual = {str(c): n for c, n in enumerate(class_counts(labels))}
+    actual = counts_in_range(labels)
     if not isinstance(recorded, dict):
         return skipped("counts_match_manifest", split, "manifest meta.counts", "the manifest records no counts")
     ok = {str(k): v for k, v in recorded.items()} == actual
@@ -222,6 +236,10 @@ def check_drift(split: str, images: np.ndarray, reference: Any, tolerance: float
             f"{where}: the reference manifest has no pixel_stats for split {split!r}; "
             "use a data set made by preprocess 0.1.0 or later",
         )
+    if not all(_is_real(reference[k]) for k in ("mean", "std")):
+        found = {k: reference[k] for k in ("mean", "std")}
+        message = f"{where}: the reference manifest's pixel_stats for split {split!r} are not numbers ({found})"
+        return judged("drift", split, False, None, tolerance, message)
     stats = pixel_stats(images)
     delta = {k: round(abs(stats[k] - float(reference[k])), 6) for k in ("mean", "std")}
     ok = max(delta.values()) <= tolerance
@@ -232,3 +250,7 @@ def check_drift(split: str, images: np.ndarray, reference: Any, tolerance: float
     if not ok:
         message += f"; drift above {tolerance}"
     return judged("drift", split, ok, {"current": stats, "delta": delta}, tolerance, message)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

@@ -8,6 +8,7 @@ failed checks, each naming its file, rather than the first error only.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from mnist_ct.artifacts import (
     Producer,
     publish,
     read_manifest,
+    read_verified,
     verify_file,
 )
 
@@ -32,13 +34,28 @@ VALIDATION_KIND = "validation"
 REPORT = "report.json"
 
 
+@dataclass(frozen=True)
+class Reference:
+    """The drift baseline: a verified data set's manifest and the pixel statistics it records per split."""
+
+    manifest_path: Path
+    pixel_stats: dict[str, Any]
+
+
+def read_reference(folder: Path) -> Reference:
+    """The reference data set in `folder`, its manifest and every file verified (ArtifactError otherwise)."""
+    manifest = read_verified(folder, DATASET_KIND)
+    stats = _meta(manifest).get("pixel_stats")
+    return Reference(Path(folder) / MANIFEST, stats if isinstance(stats, dict) else {})
+
+
 @dataclass
 class Report:
     dataset: Path
     checks: list[c.Check]
     thresholds: c.Thresholds
     manifest: Manifest | None = None
-    reference: Path | None = None
+    reference: Reference | None = None
 
     @property
     def failures(self) -> list[c.Check]:
@@ -54,7 +71,7 @@ class Report:
             "passed": self.passed,
             "dataset": str(self.dataset),
             "dataset_manifest_sha256": self.manifest.digest if self.manifest else None,
-            "reference_manifest": str(self.reference) if self.reference else None,
+            "reference_manifest": str(self.reference.manifest_path) if self.reference else None,
             "summary": counts,
             "thresholds": self.thresholds.to_json(),
             "checks": [check.to_json() for check in self.checks],
@@ -64,12 +81,36 @@ class Report:
 def load_leniently(path: Path) -> np.ndarray | str:
     """The array in `path`, or why it cannot be read (never unpickles)."""
     try:
+        problem = npy_size_problem(path)
+        if problem:
+            return f"{path}: not a readable .npy array ({problem})"
         return np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
         return f"{path}: not a readable .npy array ({e})"
 
 
-def validate(folder: Path, thresholds: c.Thresholds, reference: Path | None = None) -> Report:
+def npy_size_problem(path: Path) -> str | None:
+    """Why the .npy header's shape disagrees with the file's size, if it does: checked before loading, so a
+    header that claims terabytes is a finding, not an out-of-memory exit."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            return None  # np.load judges the rarer versions itself
+        offset = f.tell()
+    if dtype.hasobject:
+        return None  # np.load refuses it without unpickling
+    expected = math.prod(shape) * dtype.itemsize
+    held = path.stat().st_size - offset
+    if held != expected:
+        return f"the header says {dtype} {list(shape)}, {expected} bytes of data, but the file holds {held}"
+    return None
+
+
+def validate(folder: Path, thresholds: c.Thresholds, reference: Reference | None = None) -> Report:
     """Every check on the data set in `folder` (and drift against `reference`, if given)."""
     folder = Path(folder)
     report = Report(folder, [], thresholds, reference=reference)
@@ -105,8 +146,16 @@ def validate(folder: Path, thresholds: c.Thresholds, reference: Path | None = No
     else:
         checks.append(c.skipped("leakage", "", thresholds.max_leakage, "needs both a train and a test split"))
     if reference is not None:
-        checks.extend(_drift_checks(folder, images, reference, thresholds.drift_tolerance))
+        for split, split_images in images.items():
+            where = str(folder / split / "images.npy")
+            stats = reference.pixel_stats.get(split)
+            checks.append(c.check_drift(split, split_images, stats, thresholds.drift_tolerance, where))
     return report
+
+
+def _meta(manifest: Manifest) -> dict[str, Any]:
+    """The manifest's `meta`, or nothing when a hand-made manifest holds something else there."""
+    return manifest.meta if isinstance(manifest.meta, dict) else {}
 
 
 def _load_split(folder: Path, manifest: Manifest, split: str, checks: list[c.Check]) -> tuple | None:
@@ -136,14 +185,14 @@ def _split_checks(
         c.check_pixel_range(split, images, images_at),
         *c.check_pixel_stats(split, images, t, images_at),
     ]
-    if labels.ndim == 1 and len(labels) > 0:
+    if labels.ndim == 1 and len(labels) > 0 and c.is_numeric(labels):
         result += [
             c.check_classes_present(split, labels, labels_at),
             c.check_class_balance(split, labels, t.min_class_ratio, labels_at),
-            c.check_counts_match_manifest(split, labels, manifest.meta.get("counts", {}).get(split), labels_at),
+            c.check_counts_match_manifest(split, labels, _recorded_counts(manifest, split), labels_at),
         ]
     else:
-        reason = "no labels"
+        reason = "no labels" if labels.ndim != 1 or len(labels) == 0 else "labels are not numbers"
         result += [
             c.skipped("classes_present", split, "all of 0..9", reason),
             c.skipped("class_balance", split, t.min_class_ratio, reason),
@@ -152,29 +201,21 @@ def _split_checks(
     return result
 
 
-def _drift_checks(folder: Path, images: dict[str, np.ndarray], reference: Path, tolerance: float) -> list[c.Check]:
-    ref_folder = reference.parent if reference.name == MANIFEST else reference
-    try:
-        ref = read_manifest(ref_folder, DATASET_KIND)
-    except ArtifactError as e:
-        return [c.judged("drift", "", False, None, tolerance, f"reference: {e}")]
-    stats = ref.meta.get("pixel_stats", {}) if isinstance(ref.meta.get("pixel_stats"), dict) else {}
-    return [
-        c.check_drift(split, images[split], stats.get(split), tolerance, str(folder / split / "images.npy"))
-        for split in SPLITS
-        if split in images
-    ]
+def _recorded_counts(manifest: Manifest, split: str) -> Any:
+    counts = _meta(manifest).get("counts")
+    return counts.get(split) if isinstance(counts, dict) else None
 
 
 def publish_report(report: Report, destination: Path, producer: Producer) -> Manifest:
     """Write report.json as the run's validation artifact (kind "validation"), failed or not."""
     inputs = {"dataset": report.manifest.digest} if report.manifest else {}
-    with publish(destination, VALIDATION_KIND, producer, inputs) as staging:
-        (staging.path / REPORT).write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    text = json.dumps(report.to_json(), indent=2) + "\n"
+    with publish(destination, VALIDATION_KIND, producer, inputs) as staging:  # names the folder on OS errors
+        (staging.path / REPORT).write_text(text)
         staging.meta.update(
             passed=report.passed,
             failed=[check.label for check in report.failures],
-            dataset=report.manifest.meta.get("dataset") if report.manifest else None,
+            dataset=_meta(report.manifest).get("dataset") if report.manifest else None,
         )
     assert staging.manifest is not None
     return staging.manifest

