@@ -31,8 +31,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from mnist_ct.artifacts import RunPaths, read_embeddings, read_split
+from mnist_ct.train_model.checkpoints import epoch_checkpoint
 from mnist_ct.train_model.model import ArcFace, EmbeddingNet, forward_flops
-from mnist_ct.train_model.training import TrainConfig, embed, epoch_checkpoint, nn1_accuracy
+from mnist_ct.train_model.training import TrainConfig, embed, nn1_accuracy
 
 ROOT = Path(__file__).resolve().parent
 FASHION_SOURCE = Path("/usr/share/datasets/fashion-mnist")

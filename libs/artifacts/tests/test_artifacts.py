@@ -263,3 +263,11 @@ def test_bad_input_a_root_below_a_file_is_refused_before_anything_runs(tmp_path)
     (tmp_path / "afile").write_text("x")
     with pytest.raises(UsageError, match="afile is a file, so this folder cannot exist"):
         RunPaths("r", tmp_path / "afile" / "data")
+
+
+def test_bad_input_a_file_where_the_artifact_folder_belongs_is_refused_and_kept(tmp_path):
+    (tmp_path / "ds").write_text("someone's notes")
+    with pytest.raises(ArtifactError, match="is a file .* where the artifact folder belongs"):
+        write_dataset(tmp_path / "ds", {"train": make_split(10)}, PRODUCER, {"dataset": "t"})
+    assert (tmp_path / "ds").read_text() == "someone's notes"
+    assert [p.name for p in tmp_path.iterdir()] == ["ds"]

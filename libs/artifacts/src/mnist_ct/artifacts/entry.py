@@ -55,7 +55,7 @@ _OS_ERRORS: dict[int, tuple[int, str]] = {
     errno.EPERM: (EXIT_ENVIRONMENT, "operation not permitted for this user (uid {uid}): fix the volume's ownership"),
     errno.EMFILE: (EXIT_ENVIRONMENT, "too many open files: raise the limit (ulimit -n)"),
     errno.ENFILE: (EXIT_ENVIRONMENT, "too many open files on this machine"),
-    errno.ENOMEM: (EXIT_ENVIRONMENT, "out of memory: give the step more memory"),
+    errno.ENOMEM: (EXIT_ENVIRONMENT, "out of memory: give the step more memory, or use smaller batches"),
     errno.EIO: (EXIT_ENVIRONMENT, "an I/O error on the device: check the volume"),
     errno.ENOENT: (EXIT_BAD_INPUT, "not found: check the path, or run the step that makes it first"),
     errno.ENOTDIR: (EXIT_BAD_INPUT, "a part of this path is a file, not a folder: pass a folder"),
@@ -66,7 +66,10 @@ _OS_ERRORS: dict[int, tuple[int, str]] = {
     errno.ENOTEMPTY: (EXIT_BAD_INPUT, "a folder that should be empty is not: remove it"),
 }
 # Native libraries (torch, faiss) turn errno into text inside a RuntimeError: the same advice applies.
-_NATIVE_TEXT = {os.strerror(code): code for code in (errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES)}
+_NATIVE_TEXT = {
+    os.strerror(code): code for code in (errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.ENOMEM)
+}
+_NATIVE_TEXT["CUDA out of memory"] = errno.ENOMEM  # torch.cuda.OutOfMemoryError
 # What a data file that does not parse raises from the standard library and numpy's loaders.
 _PARSE_ERRORS = (zipfile.BadZipFile, EOFError, zlib.error, json.JSONDecodeError, UnicodeDecodeError, pickle.PickleError)
 

@@ -107,7 +107,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:12]}")
     try:
-        with open(tmp, "wb") as f:
+        with os_errors_named(path), open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -142,9 +142,11 @@ def publish(final: Path, kind: str, producer: Producer, inputs: dict[str, str] |
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    if final.is_symlink() or (final.exists() and not final.is_dir()):
+        raise ArtifactError(f"{final}: is a file (or a link) where the artifact folder belongs; remove it and rerun")
     _remove_abandoned(final)
     token = uuid.uuid4().hex[:12]
-    with _writer_lock(final, token):
+    with _writer_lock(final, token), os_errors_named(final):
         staging = Staging(final.parent / f".{final.name}.staging-{token}", inputs=dict(inputs or {}))
         staging.path.mkdir()
         try:
@@ -172,19 +174,25 @@ def publish(final: Path, kind: str, producer: Producer, inputs: dict[str, str] |
             atomic_write_bytes(staging.path / MANIFEST, data)
             _swap_into_place(staging.path, final, final.parent / f".{final.name}.old-{token}")
             staging.manifest = manifest
-        except OSError as e:
-            if e.filename is not None:
-                raise
-            raise _with_path(e, final) from e
         finally:
             shutil.rmtree(staging.path, ignore_errors=True)
 
 
-def _with_path(e: OSError, final: Path) -> OSError:
-    """The error of a writer that lost the path (numpy's short write has no errno either: the disk is full)."""
-    code = e.errno if e.errno is not None else (errno.ENOSPC if "written" in str(e) else errno.EIO)
-    reason = e.strerror or os.strerror(code)
-    return OSError(code, f"{reason} ({e})" if str(e) and e.strerror is None else reason, str(final))
+@contextlib.contextmanager
+def os_errors_named(path: Path) -> Iterator[None]:
+    """Give `path` to an OSError raised inside that names no file, so its one-line error says where.
+
+    A write that fills the disk raises ENOSPC from write() without a file name; numpy's short write
+    ("47040 requested and 12160 written") has no errno either, and on a regular file means a full disk.
+    """
+    try:
+        yield
+    except OSError as e:
+        if e.filename is not None:
+            raise
+        code = e.errno if e.errno is not None else (errno.ENOSPC if "written" in str(e) else errno.EIO)
+        reason = e.strerror or f"{os.strerror(code)} ({e})"
+        raise OSError(code, reason, str(path)) from e
 
 
 @contextlib.contextmanager

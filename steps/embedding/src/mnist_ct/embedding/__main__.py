@@ -1,12 +1,12 @@
-"""python -m mnist_ct.embedding: embed the train (gallery) and test (query) splits with the run's model.pt."""
+"""python -m mnist_ct.embedding: the parser; the step itself is step.run."""
 
 from __future__ import annotations
 
 import argparse
 
-from mnist_ct.artifacts import Log, UsageError, add_run_arguments, run_paths, run_step, thread_count
+from mnist_ct.artifacts import add_run_arguments, add_threads_argument, bounded_int, step_main
 
-from .embed import STEP, embedding_step
+from .step import MAX_BATCH, STEP, Options, run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,24 +20,22 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_run_arguments(p)
-    p.add_argument("--batch-size", type=int, default=512, help="images per forward pass")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: all cores this process may use)")
+    p.add_argument(
+        "--batch-size",
+        type=bounded_int(1, MAX_BATCH),
+        default=Options.batch_size,
+        help=f"images per forward pass, 1..{MAX_BATCH}",
+    )
+    add_threads_argument(p, used_by="torch")
     return p
 
 
+def options_from_args(args: argparse.Namespace) -> Options:
+    return Options(batch_size=args.batch_size, threads=args.threads)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-
-    def work() -> int:
-        if args.batch_size < 1:
-            raise UsageError("--batch-size must be at least 1")
-        if args.threads < 0:
-            raise UsageError("--threads must not be negative")
-        threads = thread_count(args.threads)
-        embedding_step(run_paths(args), args.batch_size, threads, Log(STEP, args.quiet))
-        return 0
-
-    return run_step(STEP, work)
+    return step_main(STEP, build_parser(), options_from_args, run, argv)
 
 
 if __name__ == "__main__":

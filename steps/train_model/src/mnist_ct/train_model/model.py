@@ -6,10 +6,13 @@ import io
 import math
 import warnings
 from dataclasses import asdict, dataclass
+from typing import Any, TypeVar, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+M = TypeVar("M", bound=nn.Module)
 
 # Mean and std of MNIST pixels in [0,1]; the exported model applies them itself (serving contract).
 PIXEL_MEAN = 0.1307
@@ -25,8 +28,14 @@ class Architecture:
     blocks: tuple[int, int, int] = (1, 1, 1)  # conv-BN-ReLU layers per stage
     embedding_dim: int = 64
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"name": "convnet-3stage", **asdict(self), "widths": list(self.widths), "blocks": list(self.blocks)}
+
+
+def channels_last(module: M, device: torch.device | None = None) -> M:
+    """`module` on `device` with its 4-D weights channels-last (twice the CPU convolution speed here)."""
+    # Module.to takes memory_format at run time, but torch's type stubs do not list it.
+    return cast(M, cast(Any, module).to(device, memory_format=torch.channels_last))
 
 
 class EmbeddingNet(nn.Module):
@@ -105,7 +114,7 @@ def export_torchscript(net: EmbeddingNet) -> bytes:
     """Script and freeze (folds BatchNorm into the convolutions) a CPU copy of `net`; the file's bytes."""
     copy = EmbeddingNet(net.arch)
     copy.load_state_dict({k: v.detach().cpu() for k, v in net.state_dict().items()})
-    copy = copy.to(memory_format=torch.channels_last)
+    copy = channels_last(copy)
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         # torch 2.13 deprecates TorchScript, but it is what the serving contract and TorchServe 0.12 load.

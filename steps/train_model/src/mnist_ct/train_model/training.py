@@ -1,8 +1,7 @@
-"""The training loop: hold-out split, schedule, per-epoch validation, checkpoints and resume."""
+"""The training recipe and loop: hold-out split, one-cycle schedule, per-epoch validation, early stop, resume."""
 
 from __future__ import annotations
 
-import io
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -13,13 +12,24 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from mnist_ct.artifacts import ArtifactError, UsageError, atomic_write_bytes
+from mnist_ct.artifacts import ArtifactError, UsageError
 
 from .augment import Augmentation, random_affine
-from .model import ArcFace, Architecture, EmbeddingNet
-
-STATE_FILE = "state.pt"
+from .checkpoints import (
+    STATE_FILE,
+    discard,
+    epoch_checkpoint,
+    fingerprint,
+    load_checkpoint,
+    refused_as_damaged,
+    remove_unfinished,
+    resumable_epoch,
+    save_checkpoint,
+)
+from .hardware import COMPUTE_PRECISIONS, PRECISIONS
+from .model import ArcFace, Architecture, EmbeddingNet, channels_last
 
 
 @dataclass(frozen=True)
@@ -42,7 +52,21 @@ class TrainConfig:
     val_fraction: float = 0.1
     val_gallery: int = 5000  # at most this many training images form the 1-NN gallery for validation
     patience: int = 0  # stop after this many epochs without a better validation 1-NN accuracy; 0: never
-    precision: str = "fp32"  # of the forward pass in training: "fp32" or "bf16" (autocast); weights stay fp32
+    precision: str = "fp32"  # of training's forward pass: fp32, bf16 (autocast; weights stay fp32), or auto
+
+    def __post_init__(self) -> None:
+        """Rules across fields (each option's range is checked when it is parsed)."""
+        if len(self.widths) != 3 or len(self.blocks) != 3 or min(*self.widths, *self.blocks) < 1:
+            raise UsageError(f"--widths {self.widths} / --blocks {self.blocks}: three positive integers each")
+        if self.precision not in PRECISIONS:
+            raise UsageError(f"--precision {self.precision!r}: choose auto, fp32 or bf16")
+        if self.patience and not self.val_fraction:
+            raise UsageError(
+                f"--patience {self.patience} stops on validation accuracy, but --val-fraction 0 holds none out; "
+                "give --val-fraction > 0 or --patience 0"
+            )
+        if self.val_gallery < 1:
+            raise UsageError(f"val_gallery {self.val_gallery}: at least one gallery image")
 
     @property
     def architecture(self) -> Architecture:
@@ -94,7 +118,8 @@ def holdout_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.nd
             k = min(max(k, 1), len(idx) - 1)
         val.append(idx[:k])
         train.append(idx[k:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+    none = np.empty(0, dtype=np.int64)
+    return np.sort(np.concatenate([none, *train])), np.sort(np.concatenate([none, *val]))
 
 
 def lr_at(step: int, total: int, peak: float, warmup: float) -> float:
@@ -140,47 +165,6 @@ def nn1_accuracy(
     return correct / len(queries)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: no CUDA device is available here; use --device cpu or auto")
-    return torch.device(name)
-
-
-def resolve_precision(name: str, device: torch.device) -> str:
-    """auto: bf16 autocast where the hardware computes in bf16 natively (CUDA, CPUs with AVX512-BF16 or AMX)."""
-    if name != "auto":
-        return name
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    # Private helpers of torch.cpu (2.x); a torch without them gets fp32.
-    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    native = any(probe() for probe in probes if probe is not None)
-    return "bf16" if native and torch.backends.mkldnn.is_available() else "fp32"
-
-
-def _save(path: Path, obj: dict[str, Any]) -> None:
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
-
-
-def _load(path: Path) -> dict[str, Any]:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a truncated or foreign file
-        raise ArtifactError(f"{path}: unreadable checkpoint ({e.__class__.__name__}); rerun without --resume") from None
-
-
-def epoch_checkpoint(folder: Path, epoch: int) -> Path:
-    return Path(folder) / f"epoch-{epoch:03d}.pt"
-
-
-def _fingerprint(config: TrainConfig, data_digest: str) -> dict[str, Any]:
-    return {"config": config.to_json(), "data": data_digest}
-
-
 class Trainer:
     """Trains `EmbeddingNet` + `ArcFace` on uint8 images, checkpointing every epoch into `checkpoints`."""
 
@@ -194,7 +178,7 @@ class Trainer:
         log: Callable[[str], None] = lambda _: None,
     ) -> None:
         self.config = config
-        if config.precision not in ("fp32", "bf16"):
+        if config.precision not in COMPUTE_PRECISIONS:
             raise UsageError(f"precision {config.precision!r}: resolve 'auto' with resolve_precision() first")
         self.device = device
         self.checkpoints = Path(checkpoints)
@@ -206,9 +190,10 @@ class Trainer:
     def _build(self) -> tuple[EmbeddingNet, ArcFace, torch.optim.Optimizer]:
         c = self.config
         torch.manual_seed(c.seed)
-        net = EmbeddingNet(c.architecture).to(self.device, memory_format=torch.channels_last)
+        net = channels_last(EmbeddingNet(c.architecture), self.device)
         head = ArcFace(c.embedding_dim, scale=c.scale, margin=c.margin).to(self.device)
-        decay, no_decay = [], []
+        decay: list[nn.Parameter] = []
+        no_decay: list[nn.Parameter] = []
         for module in (net, head):
             for p in module.parameters():
                 (no_decay if p.ndim == 1 else decay).append(p)  # no weight decay on BatchNorm and biases
@@ -219,23 +204,26 @@ class Trainer:
         )
         return net, head, opt
 
+    def _fingerprint(self) -> dict[str, Any]:
+        return fingerprint(self.config.to_json(), self.data_digest)
+
     def _resume(self, net: EmbeddingNet, head: ArcFace, opt: torch.optim.Optimizer) -> tuple[int, list[EpochMetrics]]:
         state_path = self.checkpoints / STATE_FILE
-        if not state_path.is_file():
+        if not state_path.exists():
             self.log(f"resume: no checkpoint in {self.checkpoints}; starting from epoch 1")
             return 0, []
-        state = _load(state_path)
-        if state.get("fingerprint") != _fingerprint(self.config, self.data_digest):
-            raise ArtifactError(
-                f"{state_path}: the checkpoint was made with other options or data; "
-                "rerun with the same options, or without --resume to start over"
-            )
-        epoch = int(state["epoch"])
-        weights = _load(epoch_checkpoint(self.checkpoints, epoch))
-        net.load_state_dict(weights["net"])
-        head.load_state_dict(weights["head"])
-        opt.load_state_dict(state["optimizer"])
-        history = [EpochMetrics(**h) for h in state["history"]]
+        state = load_checkpoint(state_path)
+        epoch = resumable_epoch(state_path, state, self._fingerprint())
+        weights_path = epoch_checkpoint(self.checkpoints, epoch)
+        weights = load_checkpoint(weights_path)
+        with refused_as_damaged(weights_path):
+            net.load_state_dict(weights["net"])
+            head.load_state_dict(weights["head"])
+        with refused_as_damaged(state_path):
+            opt.load_state_dict(state["optimizer"])
+            history = [EpochMetrics(**h) for h in state["history"]]
+            if [h.epoch for h in history] != list(range(1, epoch + 1)):
+                raise ValueError(f"its history holds epochs {[h.epoch for h in history]}, not 1..{epoch}")
         self.log(f"resume: continuing after epoch {epoch} from {state_path}")
         return epoch, history
 
@@ -244,7 +232,10 @@ class Trainer:
         train_idx, val_idx = holdout_split(labels, c.val_fraction, c.seed)
         self.val_size = len(val_idx)
         if len(train_idx) < 2:
-            raise ArtifactError(f"only {len(train_idx)} training images after holding out validation; need more data")
+            raise ArtifactError(
+                f"only {len(train_idx)} training images after holding out --val-fraction {c.val_fraction:g} of each "
+                "class; training needs at least 2: lower --val-fraction or give more data"
+            )
         all_images = torch.from_numpy(np.array(images, dtype=np.uint8))  # a copy: the input may be read-only
         all_labels = torch.from_numpy(np.asarray(labels, dtype=np.int64))
         x_train, y_train = all_images[train_idx], all_labels[train_idx]
@@ -254,12 +245,12 @@ class Trainer:
         x_gallery, y_gallery = x_train[g_idx], y_train[g_idx]
 
         net, head, opt = self._build()
-        start, history = 0, []
+        start, history = 0, list[EpochMetrics]()
         if resume:
             start, history = self._resume(net, head, opt)
         else:
-            for old in [*self.checkpoints.glob("epoch-*.pt"), self.checkpoints / STATE_FILE]:
-                old.unlink(missing_ok=True)
+            discard(self.checkpoints)
+        remove_unfinished(self.checkpoints)
         self.checkpoints.mkdir(parents=True, exist_ok=True)
 
         batch = min(c.batch_size, len(train_idx))
@@ -316,6 +307,12 @@ class Trainer:
                 val_seconds=time.perf_counter() - t1,
                 images_per_second=seen / train_seconds if train_seconds > 0 else float("nan"),
             )
+            if not math.isfinite(metrics.loss):
+                # Checked before the checkpoint, so --resume would start again from the last finite epoch.
+                raise ArtifactError(
+                    f"training diverged: the loss is {metrics.loss} in epoch {epoch}; nothing was published. "
+                    f"Lower --lr ({c.lr:g}) or --scale ({c.scale:g})"
+                )
             history.append(metrics)
             self._checkpoint(epoch, net, head, opt, history)
             best = self.best_epoch(history, self.val_size)
@@ -329,9 +326,11 @@ class Trainer:
                 self.log(f"early stop: no better validation 1-NN accuracy for {c.patience} epochs")
 
         best = self.best_epoch(history, self.val_size)
-        weights = _load(epoch_checkpoint(self.checkpoints, best))
+        best_path = epoch_checkpoint(self.checkpoints, best)
+        weights = load_checkpoint(best_path)
         final = EmbeddingNet(c.architecture)
-        final.load_state_dict(weights["net"])
+        with refused_as_damaged(best_path):
+            final.load_state_dict(weights["net"])
         return TrainResult(final.eval(), history, best, stopped_early, start, len(train_idx), len(val_idx))
 
     def _validate(
@@ -360,15 +359,15 @@ class Trainer:
     ) -> None:
         # Weights first, then the state that points at them: a kill in between only repeats this epoch.
         cpu = lambda sd: {k: v.detach().cpu() for k, v in sd.items()}  # noqa: E731
-        _save(
+        save_checkpoint(
             epoch_checkpoint(self.checkpoints, epoch),
             {"epoch": epoch, "net": cpu(net.state_dict()), "head": cpu(head.state_dict())},
         )
-        _save(
+        save_checkpoint(
             self.checkpoints / STATE_FILE,
             {
                 "epoch": epoch,
-                "fingerprint": _fingerprint(self.config, self.data_digest),
+                "fingerprint": self._fingerprint(),
                 "optimizer": opt.state_dict(),
                 "history": [h.to_json() for h in history],
             },

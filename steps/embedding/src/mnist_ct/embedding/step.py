@@ -1,0 +1,100 @@
+"""The step, top to bottom: read the verified model and data set, embed both splits, publish the embeddings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from mnist_ct.artifacts import (
+    MAX_THREADS,
+    ArtifactError,
+    Embeddings,
+    Log,
+    Producer,
+    RunPaths,
+    UsageError,
+    read_manifest,
+    read_split,
+    thread_count,
+    verify_file,
+    write_embeddings,
+)
+
+from .embed import Progress, Throughput, embed_images, load_torchscript, probe
+
+STEP = "embedding"
+MODEL_KIND = "model"
+MAX_BATCH = 65_536
+SPLITS = ("train", "test")  # the gallery and the queries
+
+
+@dataclass(frozen=True)
+class Options:
+    batch_size: int = 512  # images per forward pass
+    threads: int = 0  # torch CPU threads; 0: every core this process may use
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.batch_size <= MAX_BATCH:
+            raise UsageError(f"--batch-size {self.batch_size}: must be from 1 to {MAX_BATCH}")
+        if not 0 <= self.threads <= MAX_THREADS:
+            raise UsageError(f"--threads {self.threads}: must be from 0 to {MAX_THREADS}")
+
+
+def run(paths: RunPaths, options: Options, log: Log) -> None:
+    """Embed the train split (gallery) and the test split (queries) and publish them."""
+    threads = thread_count(options.threads)
+    torch.set_num_threads(threads)
+    out = paths.embeddings  # a symlink out of the volume is refused here, before any work
+    if out.exists() and not out.is_dir():
+        raise ArtifactError(f"{out}: is a file where the embeddings folder belongs; remove it")
+
+    model_manifest = read_manifest(paths.model, MODEL_KIND)
+    model_path = verify_file(paths.model, model_manifest, "model.pt")
+    model = load_torchscript(model_path)
+    data_manifest, train = read_split(paths.dataset, "train", mmap=True)
+    _, test = read_split(paths.dataset, "test", mmap=True)
+    for name, split in zip(SPLITS, (train, test), strict=True):
+        if len(split) == 0:
+            raise ArtifactError(f"{paths.dataset / name}: no images to embed; rerun preprocess")
+    dim = probe(model, model_path, train.images)
+    expected = model_manifest.meta.get("embedding_dim")
+    if expected is not None and expected != dim:
+        says = f"its manifest says embedding_dim={expected!r}"
+        raise ArtifactError(f"{model_path}: the model returns D={dim}, but {says}; rerun train_model")
+    if model_manifest.inputs.get("dataset") not in (None, data_manifest.digest):
+        log(f"note: the model was trained on another data set than {paths.dataset} (manifest digests differ)")
+
+    splits, timing = {}, {}
+    for name, split in zip(SPLITS, (train, test), strict=True):
+        vectors, tp = embed_images(
+            model,
+            model_path,
+            split.images,
+            options.batch_size,
+            dim,
+            progress_bar(log, name),
+        )
+        splits[name] = Embeddings(vectors, np.asarray(split.labels, dtype=np.int64))
+        timing[name] = tp
+        log(
+            f"{name}: {tp.images} images -> [{tp.images},{dim}] in {tp.seconds:.2f} s "
+            f"({tp.images_per_second:.0f} images/s)"
+        )
+    total = Throughput(sum(t.images for t in timing.values()), sum(t.seconds for t in timing.values()))
+    meta = {
+        "batch_size": options.batch_size,
+        "threads": threads,
+        "images_per_second": total.images_per_second,
+        "seconds": {name: t.seconds for name, t in timing.items()},
+        "model": {"embedding_dim": dim, "producer": model_manifest.producer.version},
+    }
+    inputs = {"model": model_manifest.digest, "dataset": data_manifest.digest}
+    write_embeddings(out, splits, Producer.of(STEP), inputs, meta)  # publish() names the folder on OS errors
+    log(f"embeddings: {total.images} images at {total.images_per_second:.0f} images/s -> {out}")
+
+
+def progress_bar(log: Log, name: str) -> Progress:
+    """A progress bar over the batches of split `name` (shown on a terminal only)."""
+    return lambda batches, total: log.progress(batches, total=total, desc=name, unit="batch")
