@@ -5,21 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mnist_ct.artifacts.knn import UNANSWERED, knn_vote
-
-# (neighbour labels nearest first, their inner products, vote) -> (label, score)
-CASES = [
-    ([3], [0.9], "majority", 3, 0.9),
-    ([3, 5, 5], [0.9, 0.8, 0.7], "majority", 5, 0.8),  # two votes beat the nearest one
-    ([2, 1], [0.9, 0.9], "majority", 2, 0.9),  # a tie goes to the nearest
-    ([1, 2, 2, 1], [0.9, 0.8, 0.7, 0.6], "majority", 1, 0.9),  # tied classes: the one met first
-    ([4, 7, 7], [0.99, 0.5, 0.5], "distance", 4, 0.99),  # one very near neighbour outweighs two far ones
-    ([2, -1, -1], [0.9, 0.0, 0.0], "majority", 2, 0.9),  # -1: FAISS found no neighbour there
-    ([-1, -1], [0.0, 0.0], "distance", UNANSWERED, 0.0),
-]
+from mnist_ct.artifacts.knn import knn_vote
+from mnist_ct.artifacts.testing import KNN_VOTE_CASES
 
 
-@pytest.mark.parametrize(("labels", "scores", "vote", "label", "score"), CASES)
+@pytest.mark.parametrize(("labels", "scores", "vote", "label", "score"), KNN_VOTE_CASES)
 def test_the_vote_table(labels, scores, vote, label, score):
     predicted, best = knn_vote(np.array([labels]), np.array([scores], dtype=np.float32), vote)
     assert predicted.tolist() == [label]

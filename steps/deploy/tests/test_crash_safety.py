@@ -20,13 +20,13 @@ from fixture_run import cli_roots
 from mnist_ct.artifacts import sha256_file
 from mnist_ct.deploy.__main__ import main
 from mnist_ct.deploy.archive import inspect_archive
-from mnist_ct.deploy.deployment import live_stack, read_events
+from mnist_ct.deploy.event_log import live_stack, read_events
 
 # Runs deploy with one function wrapped so that the process freezes itself right before it.
 CHILD = r"""
 import os, signal, sys
 from pathlib import Path
-import mnist_ct.deploy.deployment as d
+import mnist_ct.deploy.step as d  # the step's own name for append_event
 
 point = sys.argv[1]
 
@@ -51,6 +51,10 @@ def append_event(root, event):
     return real_append(root, event)
 
 os.replace, os.rename, d.append_event = replace, rename, append_event
+# The probe (tested in test_bad_input.py) runs before the deploy volume is touched; skipping it here spares
+# each child the import of torch (~10 s on a busy machine) and changes nothing of what happens after it.
+from mnist_ct.deploy.probe import ProbeResult
+d.probe = lambda candidate: ProbeResult(0, 0, 0, "not probed")
 from mnist_ct.deploy.__main__ import main
 sys.exit(main(sys.argv[2:]))
 """
@@ -130,3 +134,18 @@ def test_a_torn_log_line_is_skipped_and_the_log_stays_appendable(runs, deploy_ro
     assert [e["version"] for e in read_events(deploy_root)] == ["worse", "good"]
     assert main(["--rollback", "--deploy-root", str(deploy_root), "--quiet"]) == 0
     assert inspect_archive(live(deploy_root)).version == "worse"
+
+
+def test_sigterm_while_publishing_history_exits_143_and_removes_the_staging(runs, deploy_root):
+    assert main(cli_roots(runs["worse"], deploy_root)) == 0
+    before = sha256_file(live(deploy_root))
+    child = frozen_deploy("history-rename", cli_roots(runs["good"], deploy_root))
+    assert [p for p in (deploy_root / "history").iterdir() if p.name.startswith(".good.staging-")]
+    os.kill(child.pid, signal.SIGTERM)  # as a pod being stopped; it runs once the child continues
+    os.kill(child.pid, signal.SIGCONT)
+    assert child.wait(timeout=60) == 143
+    err = child.stderr.read().decode().strip().splitlines() if child.stderr else []
+    assert len(err) == 1 and "terminated (SIGTERM)" in err[0], err
+    assert sha256_file(live(deploy_root)) == before
+    assert sorted(p.name for p in (deploy_root / "history").iterdir()) == ["worse"]  # no staging, no new entry
+    assert [e["version"] for e in read_events(deploy_root)] == ["worse"]

@@ -1,19 +1,21 @@
-"""deploy: the archive, history, the live archive, the log, champion/challenger, rollback, bad input."""
+"""deploy: the archive, history, the live archive, the log, champion/challenger, rollback, the README."""
 
 from __future__ import annotations
 
 import json
-import shutil
 import zipfile
 from pathlib import Path
 
 import pytest
 from fixture_run import cli_roots
 
-from mnist_ct.artifacts import read_verified, sha256_file
-from mnist_ct.deploy.__main__ import main
-from mnist_ct.deploy.deployment import read_events
+from mnist_ct.artifacts import knn, read_verified, sha256_file
+from mnist_ct.artifacts.testing import assert_readme_documents
+from mnist_ct.deploy.__main__ import build_parser, build_serve_parser, main
+from mnist_ct.deploy.event_log import read_events
 from mnist_ct.deploy.serving_config import parse
+
+README = Path(__file__).parents[1] / "README.md"
 
 EXPECTED = {
     "MAR-INF/MANIFEST.json",
@@ -23,6 +25,7 @@ EXPECTED = {
     "labels.npy",
     "deployment.json",
     "requirements.txt",
+    "mnist_ct_knn.py",
 }
 
 
@@ -51,6 +54,7 @@ def test_archive_unpacks_with_the_run_files_handler_and_metadata(runs, deploy_ro
     assert (out / "labels.npy").read_bytes() == (p.index / "labels.npy").read_bytes()
     handler_src = Path(__file__).parents[1] / "src/mnist_ct/deploy/handler.py"
     assert (out / "handler.py").read_bytes() == handler_src.read_bytes()
+    assert (out / "mnist_ct_knn.py").read_bytes() == Path(knn.__file__).read_bytes()  # the one vote, copied
     assert (out / "requirements.txt").read_text().startswith("faiss-cpu")
     meta = json.loads((out / "deployment.json").read_text())
     assert meta["accuracy"] == pytest.approx(good.accuracy)
@@ -135,72 +139,51 @@ def test_redeploying_the_same_run_reuses_its_history_entry(runs, deploy_root):
     assert live_version(deploy_root) == "good"
 
 
-def test_changed_model_file_is_bad_input_and_nothing_is_deployed(runs, deploy_root, tmp_path, capsys):
-    copy = tmp_path / "model"
-    shutil.copytree(runs["good"].paths.model_root, copy)
-    model_pt = copy / "runs/good/model/model.pt"
-    model_pt.write_bytes(model_pt.read_bytes()[:-10])
-    args = [*cli_roots(runs["good"], deploy_root), "--model-root", str(copy)]
-    assert main(args) == 3
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "model.pt" in err[0] and "manifest" in err[0]
-    assert not live(deploy_root).exists()
+def test_readme_options_section_lists_every_deploy_option():
+    assert_readme_documents(build_parser(), README, "Options")
 
 
-def test_index_of_another_run_is_refused_by_lineage(runs, deploy_root, tmp_path, capsys):
-    copy = tmp_path / "model"
-    shutil.copytree(runs["good"].paths.model_root, copy)
-    shutil.rmtree(copy / "runs/good/index")
-    shutil.copytree(copy / "runs/worse/index", copy / "runs/good/index")
-    assert main([*cli_roots(runs["good"], deploy_root), "--model-root", str(copy)]) == 3
-    assert "built from other embeddings" in capsys.readouterr().err
+def test_readme_serve_options_section_lists_every_serve_option():
+    assert_readme_documents(build_serve_parser(), README, "Serve options")
 
 
-def test_missing_analysis_is_bad_input(runs, deploy_root, tmp_path, capsys):
-    copy = tmp_path / "model"
-    shutil.copytree(runs["good"].paths.model_root, copy)
-    (copy / "runs/good/analysis/manifest.json").unlink()
-    assert main([*cli_roots(runs["good"], deploy_root), "--model-root", str(copy)]) == 3
-    assert "analysis" in capsys.readouterr().err
+def test_a_rollback_needs_no_run_id(runs, deploy_root):
+    assert main(cli_roots(runs["worse"], deploy_root)) == 0
+    assert main(cli_roots(runs["good"], deploy_root)) == 0
+    assert main(["--rollback", "--deploy-root", str(deploy_root), "--quiet"]) == 0
+    assert live_version(deploy_root) == "worse"
 
 
-@pytest.mark.parametrize("args", [["--model-name", "bad/name"], ["--run-id", "../escape"]])
-def test_bad_usage_exits_2(runs, deploy_root, args):
-    assert main([*cli_roots(runs["good"], deploy_root), *args]) == 2
+def test_rollback_writes_the_batching_the_version_was_deployed_with(runs, deploy_root):
+    assert main([*cli_roots(runs["worse"], deploy_root), "--batch-size", "3", "--max-request-mb", "1.5"]) == 0
+    assert main([*cli_roots(runs["good"], deploy_root), "--batch-size", "16"]) == 0
+    assert main(["--rollback", "--deploy-root", str(deploy_root), "--quiet"]) == 0
+    props = parse((deploy_root / "config/config.properties").read_text())
+    assert json.loads(props["model_snapshot"])["models"]["mnist"]["1.0"]["batchSize"] == 3
+    assert props["max_request_size"] == str(round(1.5 * 2**20))
 
 
-def test_run_id_is_required_unless_rolling_back(deploy_root):
-    with pytest.raises(SystemExit) as e:
-        main(["--deploy-root", str(deploy_root)])
-    assert e.value.code == 2
+def test_serving_root_sets_the_model_store_of_the_config(runs, deploy_root):
+    assert main([*cli_roots(runs["good"], deploy_root), "--serving-root", "/srv/models/"]) == 0
+    props = parse((deploy_root / "config/config.properties").read_text())
+    assert props["model_store"] == "/srv/models/model-store"
 
 
-class _Marker:
-    """Unpickling this creates a file: the proof that a loader unpickled it."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __reduce__(self):
-        return (Path.touch, (self.path,))
+def test_handler_settings_go_into_the_archive(runs, deploy_root):
+    args = [*cli_roots(runs["good"], deploy_root), "--max-pixels", "1000000", "--threads-per-worker", "2"]
+    assert main(args) == 0
+    with zipfile.ZipFile(live(deploy_root)) as z:
+        serving = json.loads(z.read("deployment.json"))["serving"]
+    assert (serving["max_pixels"], serving["threads"]) == (1_000_000, 2)
 
 
-def test_pickle_model_with_a_valid_manifest_is_refused_unloaded(runs, deploy_root, tmp_path, capsys):
-    import pickle
-
-    copy = tmp_path / "model"
-    shutil.copytree(runs["good"].paths.model_root, copy)
-    folder = copy / "runs/good/model"
-    marker = tmp_path / "unpickled"
-    (folder / "model.pt").write_bytes(pickle.dumps(_Marker(marker)))
-    # The manifest is made to match, so only the TorchScript check stands between the pickle and TorchServe.
-    manifest = json.loads((folder / "manifest.json").read_text())
-    manifest["files"]["model.pt"] = {
-        "sha256": sha256_file(folder / "model.pt"),
-        "bytes": (folder / "model.pt").stat().st_size,
-    }
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-    assert main([*cli_roots(runs["good"], deploy_root), "--model-root", str(copy)]) == 3
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "not a TorchScript archive" in err[0]
-    assert not marker.exists() and not live(deploy_root).exists()
+def test_a_live_archive_of_a_deploy_0_1_0_without_the_vote_file_is_still_read(runs, deploy_root, tmp_path):
+    assert main(cli_roots(runs["worse"], deploy_root)) == 0
+    old = tmp_path / "old.mar"
+    with zipfile.ZipFile(live(deploy_root)) as z, zipfile.ZipFile(old, "w") as out:
+        for item in z.infolist():
+            if item.filename != "mnist_ct_knn.py":
+                out.writestr(item, z.read(item))
+    live(deploy_root).write_bytes(old.read_bytes())
+    assert main(cli_roots(runs["good"], deploy_root)) == 0  # the champion's accuracy was read from it
+    assert read_events(deploy_root)[-1]["previous"] == "worse"

@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import base64
 import io
+import subprocess
+import sys
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 from fixture_run import cli_roots
 from PIL import Image
 
+from mnist_ct.artifacts import knn
+from mnist_ct.artifacts.testing import KNN_VOTE_CASES
 from mnist_ct.deploy import handler
 from mnist_ct.deploy.__main__ import main
 from mnist_ct.deploy.handler import DigitService, RequestError, decode_image, request_images
@@ -127,13 +132,19 @@ class RecordingContext:
 
 
 @pytest.fixture(scope="module")
-def service(runs, tmp_path_factory) -> DigitService:
-    """The handler's service loaded from a real deployed archive, as TorchServe unpacks it."""
+def unpacked(runs, tmp_path_factory) -> Path:
+    """A real deployed archive, unpacked as TorchServe unpacks it."""
     root = tmp_path_factory.mktemp("handler")
     assert main(cli_roots(runs["good"], root / "deploy")) == 0
     with zipfile.ZipFile(root / "deploy/model-store/mnist.mar") as z:
         z.extractall(root / "unpacked")
-    return DigitService.from_model_dir(root / "unpacked")
+    return root / "unpacked"
+
+
+@pytest.fixture(scope="module")
+def service(unpacked) -> DigitService:
+    """The handler's service loaded from the unpacked archive."""
+    return DigitService.from_model_dir(unpacked)
 
 
 def test_a_batch_with_one_bad_item_answers_the_others(runs, service):
@@ -167,9 +178,50 @@ def test_module_entry_point_loads_once_from_model_dir(service, monkeypatch):
     assert handler.handle([{"body": bytearray(b"x")}], RecordingContext())[0]["code"] == 400
 
 
-def test_distance_vote_matches_nearest_on_ties_and_weights_closer_neighbours():
-    labels = np.array([3, 5, 5])
-    assert handler.vote(labels, np.array([0.99, 0.5, 0.5]), "distance")[0] == 3
-    assert handler.vote(labels, np.array([0.99, 0.5, 0.5]), "majority")[0] == 5
-    assert handler.vote(np.array([2, 7]), np.array([0.9, 0.9]), "majority") == (2, pytest.approx(0.9))
-    assert handler.vote(np.array([-1, -1]), np.array([0.0, 0.0]), "majority")[0] == -1
+# The one vote table (mnist_ct.artifacts.testing.KNN_VOTE_CASES, also run against knn_vote itself, which analysis
+# calls): here each case goes through the handler's own path, from FAISS's search result (ids into the gallery,
+# -1 for none) to the answer it sends.
+
+
+def search_result(neighbour_labels: list[int], scores: list[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A gallery and what FAISS returns for one query whose neighbours carry `neighbour_labels`."""
+    gallery = np.array([max(label, 0) for label in neighbour_labels], dtype=np.int64)
+    ids = np.array([[i if label >= 0 else -1 for i, label in enumerate(neighbour_labels)]], dtype=np.int64)
+    return gallery, np.array([scores], dtype=np.float32), ids
+
+
+@pytest.mark.parametrize(("labels", "scores", "vote", "label", "score"), KNN_VOTE_CASES)
+def test_the_handler_answers_the_vote_table_as_analysis_votes(labels, scores, vote, label, score):
+    gallery, d, ids = search_result(labels, scores)
+    assert handler.answers(gallery, d, ids, vote) == [{"label": label, "score": pytest.approx(score, abs=1e-6)}]
+    predicted, best = knn.knn_vote(np.array([labels]), d, vote)  # what analysis computes from the same search
+    assert (int(predicted[0]), float(best[0])) == (label, pytest.approx(score, abs=1e-6))
+
+
+def test_the_handler_and_the_shared_vote_agree_on_random_batches():
+    rng = np.random.default_rng(0)
+    gallery = rng.integers(0, 10, 50)
+    ids = rng.integers(-1, 50, (300, 7))
+    scores = -np.sort(-rng.random((300, 7)).astype(np.float32), axis=1)
+    for vote in knn.VOTES:
+        labels, best = knn.knn_vote(np.where(ids >= 0, gallery[np.clip(ids, 0, None)], -1), scores, vote)
+        served = handler.answers(gallery, scores, ids, vote)
+        assert [a["label"] for a in served] == labels.tolist()
+        assert [a["score"] for a in served] == pytest.approx(best.tolist(), abs=1e-6)
+
+
+def test_the_handler_has_no_vote_of_its_own():
+    assert handler.knn_vote is knn.knn_vote  # outside TorchServe: the one in mnist_ct.artifacts
+    assert not hasattr(handler, "vote")
+
+
+def test_inside_the_archive_the_handler_votes_with_the_copy_beside_it_and_needs_no_mnist_ct(unpacked):
+    # As TorchServe loads it: the unpacked archive on sys.path, and here no mnist_ct package importable.
+    code = (
+        "import sys; sys.modules['mnist_ct'] = None; sys.path.insert(0, sys.argv[1]); import handler; "
+        "print(handler.knn_vote.__module__, handler.knn_vote.__code__.co_filename)"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(unpacked)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    module, filename = done.stdout.split()
+    assert module == "mnist_ct_knn" and Path(filename) == unpacked / "mnist_ct_knn.py"

@@ -1,6 +1,8 @@
 """A real TorchServe on 127.0.0.1 (free ports) serving the deployed archive: answers, errors, batching.
 
-Slow (a cold start is ~10 s): marked `slow`, still run in CI. Needs Java 17.
+One instance for the module, started the way a user starts it (`python -m mnist_ct.deploy serve`, a
+child process): every test talks to it, and the last one stops it with SIGTERM. Slow (a cold start is
+~10-30 s): marked `slow`, still run in CI. Needs Java 17.
 """
 
 from __future__ import annotations
@@ -15,15 +17,17 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 from fixture_run import cli_roots
 from PIL import Image
 
 from mnist_ct.deploy.__main__ import main
-from mnist_ct.deploy.server import LocalServer, fetch
+from mnist_ct.deploy.server import fetch, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -47,16 +51,57 @@ def multipart(field: str, filename: str, data: bytes) -> tuple[bytes, str]:
     return body, f"multipart/form-data; boundary={boundary}"
 
 
+@dataclass
+class Served:
+    """The `serve` command running in a child process, and where it answers."""
+
+    proc: subprocess.Popen
+    ports: dict[str, int]
+    model_name: str
+    workdir: Path
+    cwd: Path
+
+    @property
+    def predict_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['inference']}/predictions/{self.model_name}"
+
+    def model_status(self) -> list[dict]:
+        status, body = fetch(f"http://127.0.0.1:{self.ports['management']}/models/{self.model_name}")
+        assert status == 200, body
+        return body
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=60)
+
+
 @pytest.fixture(scope="module")
 def server(runs, tmp_path_factory):
-    """The good run deployed and served by one worker that batches up to 8 requests within 100 ms."""
+    """The good run deployed and served by `serve`: one worker that batches up to 8 requests within 100 ms."""
     root = tmp_path_factory.mktemp("serving")
     assert main([*cli_roots(runs["good"], root / "deploy"), "--workers", "1"]) == 0
-    with LocalServer(root / "deploy", overrides={"batch_size": 8, "max_batch_delay_ms": 100}, workdir=root / "ts") as s:
-        yield s
+    ports = {"inference": free_port(), "management": free_port(), "metrics": free_port()}
+    cmd = [sys.executable, "-m", "mnist_ct.deploy", "serve", "--deploy-root", str(root / "deploy")]
+    cmd += ["--port", str(ports["inference"]), "--management-port", str(ports["management"])]
+    cmd += ["--metrics-port", str(ports["metrics"]), "--batch-size", "8", "--max-batch-delay", "100"]
+    cmd += ["--workdir", str(root / "ts")]
+    (root / "cwd").mkdir()
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, cwd=root / "cwd")
+    served = Served(proc, ports, "mnist", root / "ts", root / "cwd")
+    try:
+        line = ""
+        deadline = time.monotonic() + 300
+        while "serving" not in line and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            assert line or proc.poll() is None, "serve exited before it was ready"
+        assert f"at {served.predict_url} " in line, line
+        yield served
+    finally:
+        served.stop()
 
 
-def worker_pids(server: LocalServer) -> list[int]:
+def worker_pids(server: Served) -> list[int]:
     return [w["pid"] for entry in server.model_status() for w in entry["workers"] if w["status"] == "READY"]
 
 
@@ -127,26 +172,17 @@ def test_a_concurrent_batch_with_one_bad_item_answers_every_good_one(runs, serve
     assert [b["label"] for _, b in good] == expected
 
 
-def test_serve_command_waits_for_a_ready_worker_and_stops_cleanly(runs, tmp_path):
-    deploy_root = tmp_path / "deploy"
-    assert main(cli_roots(runs["good"], deploy_root)) == 0
-    cmd = [sys.executable, "-m", "mnist_ct.deploy", "serve", "--deploy-root", str(deploy_root)]
-    cmd += ["--port", "0", "--management-port", "0", "--metrics-port", "0", "--workers", "1"]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
-    try:
-        line = ""
-        deadline = time.monotonic() + 180
-        while "serving" not in line and time.monotonic() < deadline:
-            line = proc.stderr.readline()
-            assert line or proc.poll() is None, "serve exited before it was ready"
-        url = line.split(" at ")[1].split()[0]
-        # Ready means ready: the very first request is answered.
-        status, body = fetch(url, png(runs["good"].test.images[0]))
-        assert status == 200 and isinstance(body["label"], int)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0
-    assert "stopped" in proc.stderr.read()
+def test_serve_stops_cleanly_on_sigterm_with_its_workers_and_logs_in_its_workdir(runs, server):
+    """Last in the module: it stops the module's server."""
+    # Ready meant ready: serve said "serving" only once a worker was READY, and it still answers.
+    status, body = fetch(server.predict_url, png(runs["good"].test.images[0]))
+    assert status == 200 and isinstance(body["label"], int)
+    workers = [w["pid"] for entry in server.model_status() for w in entry["workers"]]
+    assert server.stop() == 0
+    assert "stopped" in server.proc.stderr.read()
     with pytest.raises(OSError):
-        fetch(url, png(runs["good"].test.images[0]), timeout=2)
-    assert not Path(tmp_path / "logs").exists()  # TorchServe's logs went to its own work folder
+        fetch(server.predict_url, png(runs["good"].test.images[0]), timeout=2)
+    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in workers)
+    assert (server.workdir / "logs").is_dir() and not (server.cwd / "logs").exists()
+    # The worker voted with the archive's own copy of the k-NN vote (TorchServe put the model dir on its path).
+    assert "vote from mnist_ct_knn" in (server.workdir / "logs" / "model_log.log").read_text()

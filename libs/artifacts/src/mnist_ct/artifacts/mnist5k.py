@@ -9,14 +9,17 @@ it pulls in) out of every image; preprocess publishes it as a data set, and ever
 
 from __future__ import annotations
 
+import functools
 import gzip
 import zlib
 from pathlib import Path
 
 import numpy as np
 
-from .dataset import IMAGE_SHAPE, NUM_CLASSES, Split
+from .dataset import IMAGE_SHAPE, NUM_CLASSES, Split, write_dataset
 from .errors import ArtifactError
+from .manifest import Producer
+from .paths import RunPaths
 
 PIXELS = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
 BUILTIN_CSV = Path(__file__).parent / "data" / "mnist_5k.csv.gz"
@@ -60,3 +63,28 @@ def _parse_csv(lines: list[str]) -> np.ndarray:
         return np.loadtxt(lines, delimiter=",", dtype=np.int64, ndmin=2)
     except ValueError:
         return np.loadtxt(lines, delimiter=",", dtype=np.float64, ndmin=2)
+
+
+# Real digits for tests and benchmarks (mnist_ct.artifacts.testing re-exports these as fixtures).
+TEST_PRODUCER = Producer("preprocess", "0.0.0+test")
+
+
+@functools.cache
+def mnist5k() -> Split:
+    """The 5,000 built-in digits (500 per class), read once per test process."""
+    return read_mnist_csv(builtin_csv())
+
+
+def take(split: Split, per_class: int, skip: int = 0) -> Split:
+    """`per_class` digits of every class, after skipping the first `skip` of each (disjoint slices)."""
+    idx = np.concatenate([np.flatnonzero(split.labels == c)[skip : skip + per_class] for c in range(NUM_CLASSES)])
+    return Split(split.images[idx], split.labels[idx])
+
+
+def publish_run(root: Path, run_id: str = "t", train_per_class: int = 30, test_per_class: int = 10) -> RunPaths:
+    """A run under `root` (data/, model/, deploy/) whose data set is published, as preprocess would."""
+    paths = RunPaths(run_id, root / "data", root / "model", root / "deploy")
+    digits = mnist5k()
+    splits = {"train": take(digits, train_per_class), "test": take(digits, test_per_class, skip=train_per_class)}
+    write_dataset(paths.dataset, splits, TEST_PRODUCER, {"dataset": "mnist-5k"})
+    return paths

@@ -10,42 +10,31 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from .dataset import NUM_CLASSES, Split, write_dataset
-from .manifest import Producer
-from .mnist5k import builtin_csv, read_mnist_csv
+from .dataset import Split
+from .mnist5k import TEST_PRODUCER, mnist5k, publish_run, take
 from .paths import RunPaths
 
-TEST_PRODUCER = Producer("preprocess", "0.0.0+test")
+__all__ = ["TEST_PRODUCER", "KNN_VOTE_CASES", "mnist5k", "publish_run", "take", "run_args"]
 
-
-@functools.cache
-def mnist5k() -> Split:
-    """The 5,000 built-in digits (500 per class), read once per test process."""
-    return read_mnist_csv(builtin_csv())
-
-
-def take(split: Split, per_class: int, skip: int = 0) -> Split:
-    """`per_class` digits of every class, after skipping the first `skip` of each (disjoint slices)."""
-    idx = np.concatenate([np.flatnonzero(split.labels == c)[skip : skip + per_class] for c in range(NUM_CLASSES)])
-    return Split(split.images[idx], split.labels[idx])
-
-
-def publish_run(root: Path, run_id: str = "t", train_per_class: int = 30, test_per_class: int = 10) -> RunPaths:
-    """A run under `root` (data/, model/, deploy/) whose data set is published, as preprocess would."""
-    paths = RunPaths(run_id, root / "data", root / "model", root / "deploy")
-    digits = mnist5k()
-    splits = {"train": take(digits, train_per_class), "test": take(digits, test_per_class, skip=train_per_class)}
-    write_dataset(paths.dataset, splits, TEST_PRODUCER, {"dataset": "mnist-5k"})
-    return paths
+# The k-NN vote's behaviour, one table for every implementation that must agree with mnist_ct.artifacts.knn
+# (analysis, the serving handler inside the .mar): (neighbour labels nearest first, inner products, vote)
+# -> (label, score).
+KNN_VOTE_CASES = [
+    ([3], [0.9], "majority", 3, 0.9),
+    ([3, 5, 5], [0.9, 0.8, 0.7], "majority", 5, 0.8),  # two votes beat the nearest one
+    ([2, 1], [0.9, 0.9], "majority", 2, 0.9),  # a tie goes to the nearest
+    ([1, 2, 2, 1], [0.9, 0.8, 0.7, 0.6], "majority", 1, 0.9),  # tied classes: the one met first
+    ([4, 7, 7], [0.99, 0.5, 0.5], "distance", 4, 0.99),  # one very near neighbour outweighs two far ones
+    ([2, -1, -1], [0.9, 0.0, 0.0], "majority", 2, 0.9),  # -1: FAISS found no neighbour there
+    ([-1, -1], [0.0, 0.0], "distance", -1, 0.0),  # no neighbour at all: UNANSWERED
+]
 
 
 def run_args(paths: RunPaths) -> list[str]:

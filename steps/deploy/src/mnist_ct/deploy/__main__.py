@@ -1,129 +1,202 @@
-"""python -m mnist_ct.deploy: argument parsing and exit codes (the work is in deployment.py and server.py)."""
+"""python -m mnist_ct.deploy [serve]: the parsers only (the step is step.py, local serving server.py)."""
 
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
-from pathlib import Path
+from collections.abc import Callable
 
 from mnist_ct.artifacts import (
-    ArtifactError,
-    Log,
+    UsageError,
     add_run_arguments,
-    non_negative_int,
-    positive_int,
-    run_paths,
-    run_step,
+    bounded_float,
+    bounded_int,
+    command_main,
+    step_main,
 )
+from mnist_ct.artifacts.cli import Log, volume_root
 from mnist_ct.artifacts.paths import DEFAULT_DEPLOY_ROOT
 
-from .deployment import EXIT_REFUSED, DeployRequest, deploy, rollback
-from .serving_config import ServingOptions
-
-EPILOG = (
-    "Exit codes: 0 done, 2 bad usage, 3 bad input (one line on stderr names the file), "
-    f"{EXIT_REFUSED} refused: the run's accuracy is below the live model's (champion/challenger; --force overrides). "
-    "Local serving: python -m mnist_ct.deploy serve --deploy-root DIR (see serve --help)."
+from .archive import check_model_name
+from .serving_config import (
+    MAX_BATCH_DELAY_MS,
+    MAX_BATCH_SIZE,
+    MAX_REQUEST_MB,
+    MAX_WORKERS,
+    ServingOptions,
+)
+from .step import (
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MODEL_NAME,
+    EXIT_REFUSED,
+    MAX_PIXELS_LIMIT,
+    MAX_THREADS_PER_WORKER,
+    MIN_PIXELS_LIMIT,
+    STEP,
+    Options,
+    check_serving_root,
+    run,
 )
 
+SERVE = "serve"
+ROLLBACK_RUN_ID = "rollback"  # a rollback names no run; step_main still builds the (unused) run paths
+MAX_READY_TIMEOUT_S = 3600.0
+EPILOG = (
+    "Exit codes: 0 done, 2 bad usage, 3 bad input (one line on stderr names the file), "
+    f"{EXIT_REFUSED} refused: the run's accuracy is below the live model's (champion/challenger; --force overrides), "
+    "5 the environment (disk full, read-only volume). "
+    "Local serving: python -m mnist_ct.deploy serve --deploy-root DIR (see serve --help)."
+)
+_DEFAULTS = ServingOptions()
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+
+def _checked(check: Callable[[str], str]) -> Callable[[str], str]:
+    """argparse type from a check that raises UsageError (the same rule for Options built in code)."""
+
+    def parse(text: str) -> str:
+        try:
+            return check(text)
+        except UsageError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    return parse
+
+
+_megabytes = bounded_float(0, MAX_REQUEST_MB, low_open=True)
+
+
+def request_bytes(text: str) -> int:
+    """argparse type: --max-request-mb as the whole number of bytes TorchServe's max_request_size takes."""
+    value = round(_megabytes(text) * 2**20)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least one byte (1/{2**20} MB), got {text}")
     return value
 
 
-def _port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be a port number (0 picks a free one), got {value}")
-    return value
+port = bounded_int(0, 65535)
 
 
-def _add_serving_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
-    d = ServingOptions()
+def _add_serving_options(parser: argparse.ArgumentParser, deployed: bool) -> None:
     group = parser.add_argument_group("TorchServe workers and batching")
 
-    def default(value: int) -> int | None:
-        return value if defaults else None
+    def default(value: int) -> str:
+        return f" (default: {value})" if deployed else " (default: as deployed)"
 
-    suffix = " (default: %(default)s)" if defaults else " (default: as deployed)"
-    group.add_argument("--workers", type=positive_int, default=default(d.workers), help="worker processes" + suffix)
+    group.add_argument(
+        "--workers",
+        type=bounded_int(1, MAX_WORKERS),
+        help=f"worker processes, 1..{MAX_WORKERS}" + default(_DEFAULTS.workers),
+    )
     group.add_argument(
         "--batch-size",
-        type=positive_int,
-        default=default(d.batch_size),
-        help="most requests TorchServe batches into one handler call; 1 turns batching off" + suffix,
+        type=bounded_int(1, MAX_BATCH_SIZE),
+        help=f"most requests TorchServe batches into one handler call, 1..{MAX_BATCH_SIZE}; 1 turns batching off"
+        + default(_DEFAULTS.batch_size),
     )
     group.add_argument(
         "--max-batch-delay",
-        type=non_negative_int,
-        default=default(d.max_batch_delay_ms),
+        type=bounded_int(0, MAX_BATCH_DELAY_MS),
         metavar="MS",
-        help="how long TorchServe waits to fill a batch, in milliseconds" + suffix,
+        help=f"how long TorchServe waits to fill a batch, 0..{MAX_BATCH_DELAY_MS} milliseconds"
+        + default(_DEFAULTS.max_batch_delay_ms),
     )
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """`python -m mnist_ct.deploy`: deploy run R, or roll back; every option checked when parsed."""
     parser = argparse.ArgumentParser(
         prog="python -m mnist_ct.deploy",
         description=(
             "Package run R's model (model/model.pt), index (index/index.faiss, labels.npy) and the TorchServe "
             "handler into <deploy-root>/history/R/<model>.mar, make it the live <deploy-root>/model-store/<model>.mar "
             "(atomically), write <deploy-root>/config/config.properties (TorchServe, KServe layout) and append to "
-            "<deploy-root>/deployments.jsonl. Refuses a run whose accuracy (analysis/metrics.json) is below the "
-            "live model's unless --force. With --rollback: make the previously live version live again."
+            "<deploy-root>/deployments.jsonl. First the model is probed: run on real digits, its output must be "
+            "float32 [N,D], unit rows, D the index's dimension. Refuses a run whose accuracy (analysis/metrics.json) "
+            "is below the live model's unless --force. With --rollback: make the previously live version live again."
         ),
         epilog=EPILOG,
     )
     add_run_arguments(parser)
-    # A rollback names no run; deploy checks --run-id itself.
     for action in parser._actions:
         if action.dest == "run_id":
             action.required = False
-            action.help = "run whose artifacts to deploy (the version is the run id); not needed with --rollback"
+            action.help = "run whose artifacts to deploy (the version is the run id); not with --rollback"
     parser.add_argument(
         "--model-name",
-        default="mnist",
-        help="TorchServe model name: <model>.mar, /predictions/<model> (default: mnist)",
+        type=_checked(check_model_name),
+        default=DEFAULT_MODEL_NAME,
+        help="TorchServe model name: <model>.mar, /predictions/<model>; 1-64 letters, digits, '_' or '-' "
+        "(default: %(default)s)",
     )
     parser.add_argument("--force", action="store_true", help="deploy even if the live model's accuracy is higher")
     parser.add_argument(
-        "--rollback", action="store_true", help="make the version that was live before the current one live again"
+        "--rollback",
+        action="store_true",
+        help="make the version that was live before the current one live again, as it was deployed",
     )
-    _add_serving_options(parser, defaults=True)
+    _add_serving_options(parser, deployed=True)
     limits = parser.add_argument_group("requests and the handler")
     limits.add_argument(
         "--max-request-mb",
-        type=_positive_float,
-        default=ServingOptions().max_request_bytes / 2**20,
-        help="larger request bodies get 413 from TorchServe (default: %(default)s)",
+        type=request_bytes,
+        dest="max_request_bytes",
+        metavar="MB",
+        help=f"larger request bodies get 413 from TorchServe; more than 0, at most {MAX_REQUEST_MB} "
+        f"(TorchServe's limit, a 32-bit byte count) (default: {_DEFAULTS.max_request_bytes / 2**20:g})",
     )
     limits.add_argument(
         "--max-pixels",
-        type=positive_int,
-        default=DeployRequest().max_pixels,
-        help="images with more pixels get 413 from the handler, before they are decoded (default: %(default)s)",
+        type=bounded_int(MIN_PIXELS_LIMIT, MAX_PIXELS_LIMIT),
+        help=f"images with more pixels get 413 from the handler, before they are decoded; {MIN_PIXELS_LIMIT}.."
+        f"{MAX_PIXELS_LIMIT} (Pillow's own limit) (default: {DEFAULT_MAX_PIXELS})",
     )
     limits.add_argument(
         "--threads-per-worker",
-        type=positive_int,
-        default=DeployRequest().threads,
-        help="torch and faiss threads in each worker (default: %(default)s; workers x threads <= cores)",
+        type=bounded_int(1, MAX_THREADS_PER_WORKER),
+        help=f"torch and faiss threads in each worker, 1..{MAX_THREADS_PER_WORKER} (default: 1; "
+        "workers x threads <= cores)",
     )
     limits.add_argument(
         "--serving-root",
+        type=_checked(check_serving_root),
         default="/mnt/models",
-        help="where the server sees the deploy root, for config.properties' model_store (default: %(default)s, "
-        "KServe's mount point)",
+        help="absolute path where the server sees the deploy root, for config.properties' model_store "
+        "(default: %(default)s, KServe's mount point)",
     )
     return parser
 
 
+def options_from_args(args: argparse.Namespace) -> Options:
+    """Options from the parsed arguments; a rollback's run paths get a placeholder run id."""
+    if args.rollback:
+        if args.run_id is not None:
+            raise UsageError("--rollback goes back to the version live before the current one; drop --run-id")
+        args.run_id = ROLLBACK_RUN_ID
+    elif args.run_id is None:
+        raise UsageError("--run-id is required (unless --rollback)")
+    given = {
+        key: value
+        for key, value in (
+            ("workers", args.workers),
+            ("batch_size", args.batch_size),
+            ("max_batch_delay_ms", args.max_batch_delay),
+            ("max_request_bytes", args.max_request_bytes),
+        )
+        if value is not None
+    }
+    return Options(
+        model_name=args.model_name,
+        force=args.force,
+        rollback=args.rollback,
+        serving_root=args.serving_root,
+        serving=ServingOptions(**given) if given else None,
+        max_pixels=args.max_pixels,
+        threads_per_worker=args.threads_per_worker,
+    )
+
+
 def build_serve_parser() -> argparse.ArgumentParser:
+    """`python -m mnist_ct.deploy serve`: a local TorchServe on the deployed configuration."""
     parser = argparse.ArgumentParser(
         prog="python -m mnist_ct.deploy serve",
         description=(
@@ -131,66 +204,35 @@ def build_serve_parser() -> argparse.ArgumentParser:
             "config/config.properties), wait until a worker is READY, serve until Ctrl-C or SIGTERM, then stop it. "
             "POST a PNG/JPEG to http://127.0.0.1:PORT/predictions/<model>."
         ),
-        epilog="Exit codes: 0 stopped cleanly, 2 bad usage, 3 cannot start (one line on stderr says why).",
+        epilog="Exit codes: 0 stopped cleanly, 2 bad usage, 3 cannot start (one line on stderr says why), "
+        "5 the environment.",
     )
     parser.add_argument(
-        "--deploy-root",
-        type=Path,
-        default=DEFAULT_DEPLOY_ROOT,
-        help="deploy volume (default: %(default)s)",
-    )
-    parser.add_argument("--port", type=_port, default=8080, help="inference API port (default: %(default)s)")
-    parser.add_argument(
-        "--management-port", type=_port, default=8081, help="management API port (default: %(default)s)"
-    )
-    parser.add_argument("--metrics-port", type=_port, default=8082, help="metrics API port (default: %(default)s)")
-    _add_serving_options(parser, defaults=False)
-    parser.add_argument(
-        "--workdir", type=Path, help="where TorchServe's logs/ and config go (default: a new temporary folder)"
+        "--deploy-root", type=volume_root, default=DEFAULT_DEPLOY_ROOT, help="deploy volume (default: %(default)s)"
     )
     parser.add_argument(
-        "--ready-timeout", type=float, default=180.0, help="seconds to wait for a READY worker (default: %(default)s)"
+        "--port", type=port, default=8080, help="inference API port; 0 picks a free one (default: %(default)s)"
+    )
+    parser.add_argument("--management-port", type=port, default=8081, help="management API port (default: %(default)s)")
+    parser.add_argument("--metrics-port", type=port, default=8082, help="metrics API port (default: %(default)s)")
+    _add_serving_options(parser, deployed=False)
+    parser.add_argument(
+        "--workdir", type=volume_root, help="where TorchServe's logs/ and config go (default: a new temporary folder)"
+    )
+    parser.add_argument(
+        "--ready-timeout",
+        type=bounded_float(0, MAX_READY_TIMEOUT_S, low_open=True),
+        default=180.0,
+        metavar="SECONDS",
+        help=f"seconds to wait for a READY worker, at most {MAX_READY_TIMEOUT_S:g} (default: %(default)s)",
     )
     parser.add_argument("--quiet", action="store_true", help="no summary lines")
     return parser
 
 
-def _deploy_main(argv: list[str]) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not args.rollback and not args.run_id:
-        parser.error("the following arguments are required: --run-id (unless --rollback)")
-    log = Log("deploy", args.quiet)
+def _serve(args: argparse.Namespace) -> int:
+    from .server import ServeOptions, serve  # psutil and friends only for `serve`
 
-    def work() -> int:
-        if args.rollback:
-            paths = run_paths(argparse.Namespace(**{**vars(args), "run_id": args.run_id or "rollback"}))
-            rollback(paths, args.model_name, args.serving_root, log)
-            return 0
-        request = DeployRequest(
-            model_name=args.model_name,
-            force=args.force,
-            serving=ServingOptions(
-                workers=args.workers,
-                batch_size=args.batch_size,
-                max_batch_delay_ms=args.max_batch_delay,
-                max_request_bytes=int(args.max_request_mb * 2**20),
-            ),
-            max_pixels=args.max_pixels,
-            threads=args.threads_per_worker,
-            serving_root=args.serving_root,
-        )
-        deploy(run_paths(args), request, log)
-        return 0
-
-    return run_step("deploy", work)
-
-
-def _serve_main(argv: list[str]) -> int:
-    from .server import LocalServer
-
-    args = build_serve_parser().parse_args(argv)
-    log = Log("serve", args.quiet)
     overrides = {
         key: value
         for key, value in (
@@ -200,42 +242,23 @@ def _serve_main(argv: list[str]) -> int:
         )
         if value is not None
     }
-
-    def work() -> int:
-        server = LocalServer(
-            args.deploy_root,
-            ports={"inference": args.port, "management": args.management_port, "metrics": args.metrics_port},
-            overrides=overrides,
-            workdir=args.workdir,
-            ready_timeout_s=args.ready_timeout,
-        )
-        stop = threading.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
-        server.start()
-        try:
-            o = server.options
-            log(
-                f"serving {server.model_name} version {server.version} at {server.predict_url} "
-                f"({o.workers} workers, batch {o.batch_size}/{o.max_batch_delay_ms} ms; management "
-                f"{server.management_url}; logs {server.workdir}/logs); Ctrl-C stops"
-            )
-            while not stop.wait(1.0):
-                if not server.alive():
-                    raise ArtifactError(f"TorchServe stopped by itself; see {server.workdir}/logs")
-        finally:
-            server.stop()
-            log("stopped")
-        return 0
-
-    return run_step("deploy serve", work)
+    options = ServeOptions(
+        deploy_root=args.deploy_root,
+        port=args.port,
+        management_port=args.management_port,
+        metrics_port=args.metrics_port,
+        overrides=overrides,
+        workdir=args.workdir,
+        ready_timeout_s=args.ready_timeout,
+    )
+    return serve(options, Log(SERVE, args.quiet))
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] == "serve":
-        return _serve_main(argv[1:])
-    return _deploy_main(argv)
+    if argv and argv[0] == SERVE:
+        return command_main(f"{STEP} {SERVE}", build_serve_parser(), _serve, argv[1:])
+    return step_main(STEP, build_parser(), options_from_args, run, argv)
 
 
 if __name__ == "__main__":

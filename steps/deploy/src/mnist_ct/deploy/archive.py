@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -25,25 +26,38 @@ HANDLER_FILE = "handler.py"
 INDEX_FILE = "index.faiss"
 LABELS_FILE = "labels.npy"
 REQUIREMENTS_FILE = "requirements.txt"
+# The one k-NN vote (mnist_ct.artifacts.knn imports only numpy), copied in so the archive stays
+# self-contained: TorchServe puts the unpacked archive on the worker's sys.path, the handler imports it.
+KNN_FILE = "mnist_ct_knn.py"
 # What the handler needs beyond a TorchServe image (which has torch, numpy, Pillow): KServe's
 # TorchServe runtime installs it when the model loads (install_py_dep_per_model=true).
 HANDLER_REQUIREMENTS = "faiss-cpu>=1.15\n"
+# What every mnist-ct archive holds (KNN_FILE only since deploy 0.2.0: older ones in history stay readable).
 ARCHIVE_FILES = frozenset(
     {MAR_MANIFEST, MODEL_FILE, HANDLER_FILE, INDEX_FILE, LABELS_FILE, SETTINGS_FILE, REQUIREMENTS_FILE}
 )
-# torch-model-archiver's own rule for model names (checked here first, for a clear usage error).
-_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-.]*$")
+# A TorchServe model name becomes <name>.mar, /predictions/<name> and a folder name: torch-model-archiver
+# also allows '.', but TorchServe turns every non-word character of a name it derives into '_'.
+MODEL_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 
 def check_model_name(name: str) -> str:
-    if not _MODEL_NAME.match(name):
-        raise UsageError(f"invalid --model-name {name!r}: use letters, digits, '_', '-' or '.', starting alphanumeric")
+    """`name` if it is a safe TorchServe model name, else UsageError."""
+    if not isinstance(name, str) or not MODEL_NAME_PATTERN.fullmatch(name):
+        raise UsageError(
+            f"invalid model name {name!r}: use 1-64 letters, digits, '_' or '-', starting with a letter or digit"
+        )
     return name
 
 
 def handler_source() -> bytes:
     """The TorchServe handler shipped with this package (mnist_ct/deploy/handler.py)."""
     return resources.files("mnist_ct.deploy").joinpath("handler.py").read_bytes()
+
+
+def knn_source() -> bytes:
+    """The k-NN vote analysis measured with (mnist_ct/artifacts/knn.py), for the archive."""
+    return resources.files("mnist_ct.artifacts").joinpath("knn.py").read_bytes()
 
 
 @dataclass(frozen=True)
@@ -70,7 +84,7 @@ def build_archive(
     deployment: dict[str, Any],
 ) -> Path:
     """Run torch-model-archiver on copies of `sources` (model.pt, index.faiss, labels.npy) plus the
-    handler and deployment.json; return `<out_dir>/<model_name>.mar`.
+    handler, the k-NN vote and deployment.json; return `<out_dir>/<model_name>.mar`.
 
     The archiver copies its inputs to `$TMPDIR/<model name>`, so it runs with a private TMPDIR.
     """
@@ -80,6 +94,7 @@ def build_archive(
         for name in (MODEL_FILE, INDEX_FILE, LABELS_FILE):
             shutil.copyfile(sources[name], work / name)
         (work / HANDLER_FILE).write_bytes(handler_source())
+        (work / KNN_FILE).write_bytes(knn_source())
         (work / SETTINGS_FILE).write_text(json.dumps(deployment, indent=2, sort_keys=True) + "\n")
         (work / REQUIREMENTS_FILE).write_text(HANDLER_REQUIREMENTS)
         cmd = [
@@ -95,7 +110,7 @@ def build_archive(
             "--handler",
             HANDLER_FILE,
             "--extra-files",
-            f"{INDEX_FILE},{LABELS_FILE},{SETTINGS_FILE}",
+            f"{INDEX_FILE},{LABELS_FILE},{SETTINGS_FILE},{KNN_FILE}",
             "--requirements-file",
             REQUIREMENTS_FILE,
             "--export-path",
@@ -105,6 +120,10 @@ def build_archive(
         env = {**os.environ, "TMPDIR": tmp, "TEMP": tmp}
         done = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
         if done.returncode != 0:
+            output = done.stderr + done.stdout
+            for code in (errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES):
+                if os.strerror(code) in output:  # the volume, not the input: the same exit code as our own writes
+                    raise OSError(code, os.strerror(code), str(out_dir))
             last = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()[-1]
             raise ArtifactError(f"torch-model-archiver failed (exit {done.returncode}): {last}")
     mar = Path(out_dir) / f"{model_name}.mar"

@@ -1,8 +1,10 @@
 """TorchServe handler for the mnist-ct digit retriever; deploy packs this file into the .mar.
 
-Runs inside TorchServe's Python worker, so it imports only numpy, Pillow, torch and faiss (never
-mnist_ct). TorchServe calls the module-level `handle(data, context)`: first with `data=None` to
-load, then once per batch of requests.
+Runs inside TorchServe's Python worker, so it imports only numpy, Pillow, torch and faiss, and the k-NN
+vote: mnist_ct_knn.py, the copy of mnist_ct/artifacts/knn.py that deploy puts beside it in the archive
+(TorchServe puts the unpacked archive on the worker's sys.path), so the archive needs no mnist_ct package
+and the handler votes exactly as analysis measured. TorchServe calls the module-level
+`handle(data, context)`: first with `data=None` to load, then once per batch of requests.
 
 Per request, one image of a digit, any size, PNG or JPEG, sent as
 - the raw body (`Content-Type: image/png`, `image/jpeg` or `application/octet-stream`),
@@ -20,8 +22,8 @@ Preprocessing (serving contract: float32 [N,1,28,28] in [0,1], white digit on bl
   the model.
 
 Then embedding (TorchScript model.pt), search of the k nearest gallery embeddings in index.faiss
-(inner product on unit vectors = cosine), label by vote among their labels.npy labels; the score
-is the cosine similarity to the nearest gallery image of the chosen label.
+(inner product on unit vectors = cosine), label by the k-NN vote (knn_vote) among their labels.npy
+labels; the score is the cosine similarity to the nearest gallery image of the chosen label.
 
 A bad item gets its own 4xx (`context.set_response_status(code, idx=i)`) with a JSON message,
 and the other items of the batch are still answered: 400 for anything that is not a decodable PNG
@@ -41,6 +43,11 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+
+try:  # the copy in the archive, beside this file (TorchServe)
+    from mnist_ct_knn import knn_vote
+except ImportError:  # outside TorchServe (tests, the installed package): the same file, where it lives
+    from mnist_ct.artifacts.knn import knn_vote
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +95,7 @@ def _ink(image: Image.Image) -> Image.Image:
     has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info)
     if has_alpha:
         alpha = image.convert("RGBA").getchannel("A")
-        lo, _ = alpha.getextrema()
-        if lo < 255:
+        if int(np.asarray(alpha).min()) < 255:  # some transparency: the alpha channel is the drawing
             return alpha
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         # 16-bit and float grayscale: scale to 0..255 (Pillow's convert("L") would clip instead).
@@ -180,27 +186,15 @@ def request_images(row: Any) -> tuple[list[bytes], bool]:
 # -- retrieval ------------------------------------------------------------------------------
 
 
-def vote(labels: np.ndarray, scores: np.ndarray, method: str) -> tuple[int, float]:
-    """Label of one query from its k neighbours (nearest first) and the score reported for it.
+def answers(gallery_labels: np.ndarray, scores: np.ndarray, ids: np.ndarray, vote: str) -> list[dict[str, Any]]:
+    """One {"label", "score"} per query from FAISS's search result (inner products and ids [N,k], nearest first).
 
-    As the analysis step classifies: each neighbour weighs 1 (majority) or 1 / its Euclidean
-    distance (distance; sqrt(2 - 2 cos) on unit vectors); the largest total wins, and a tie goes
-    to the class met first (nearest). -1 if the index returned no neighbour.
+    The vote is knn_vote, the one analysis measured the accuracy with; id -1 (FAISS's "no neighbour") does
+    not vote, and a query with no neighbour at all is answered label -1, score 0.
     """
-    valid = labels >= 0  # faiss marks missing neighbours with -1
-    labels, scores = labels[valid], scores[valid]
-    if len(labels) == 0:
-        return -1, 0.0
-    if method == "distance":
-        weights = 1.0 / np.maximum(np.sqrt(np.clip(2.0 - 2.0 * scores.astype(np.float64), 0.0, None)), 1e-6)
-    else:
-        weights = np.ones(len(labels))
-    totals: dict[int, float] = {}
-    for lb, w in zip(labels.tolist(), weights.tolist(), strict=True):
-        totals[lb] = totals.get(lb, 0.0) + w
-    best = max(totals.values())
-    label = next(lb for lb in labels.tolist() if totals[lb] == best)
-    return int(label), float(scores[labels == label].max())
+    neighbour_labels = np.where(ids >= 0, gallery_labels[np.clip(ids, 0, None)], -1)
+    labels, best = knn_vote(neighbour_labels, scores, vote)
+    return [{"label": int(label), "score": round(float(score), 6)} for label, score in zip(labels, best, strict=True)]
 
 
 class DigitService:
@@ -223,11 +217,12 @@ class DigitService:
         self.vote = str(settings.get("vote", "majority"))
         self.max_pixels = int(settings.get("max_pixels", DEFAULT_MAX_PIXELS))
         log.info(
-            "mnist-ct handler: version %s, %d gallery vectors, k=%d (%s vote), %d thread(s)",
+            "mnist-ct handler: version %s, %d gallery vectors, k=%d (%s vote from %s), %d thread(s)",
             settings.get("version"),
             len(self.labels),
             self.k,
             self.vote,
+            knn_vote.__module__,
             threads,
         )
 
@@ -246,12 +241,7 @@ class DigitService:
             emb = self.model(x)
         vectors = np.ascontiguousarray(emb.numpy(), dtype=np.float32)
         scores, ids = self.index.search(vectors, self.k)
-        out = []
-        for row_ids, row_scores in zip(ids, scores, strict=True):
-            neighbour_labels = np.where(row_ids >= 0, self.labels[np.clip(row_ids, 0, None)], -1)
-            label, score = vote(neighbour_labels, row_scores, self.vote)
-            out.append({"label": label, "score": round(score, 6)})
-        return out
+        return answers(self.labels, scores, ids, self.vote)
 
     def handle(self, data: list[Any], context: Any) -> list[Any]:
         """One answer per request; a bad request gets its own 4xx and does not affect the others."""

@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from mnist_ct.artifacts import ArtifactError
+from mnist_ct.artifacts import ArtifactError, Log, UsageError
 
 from . import serving_config
 from .archive import inspect_archive
@@ -216,27 +217,21 @@ class LocalServer:
 
 def _running(pid: int) -> bool:
     """Whether `pid` runs (a zombie waiting to be reaped does not count)."""
-    try:
-        import psutil
+    import psutil  # comes with torchserve (the `serve` extra; _prepare checks it is installed)
 
+    try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except ImportError:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
-    except Exception:  # noqa: BLE001 - psutil.NoSuchProcess and friends: gone
+    except psutil.Error:  # NoSuchProcess, AccessDenied: not ours to wait for
         return False
 
 
 def _process_tree(pid: int) -> list[int]:
-    """`pid` and its descendants (TorchServe's Python workers); psutil comes with torchserve."""
-    try:
-        import psutil
+    """`pid` and its descendants (TorchServe's Python workers)."""
+    import psutil
 
+    try:
         return [pid, *(c.pid for c in psutil.Process(pid).children(recursive=True))]
-    except Exception:  # noqa: BLE001 - gone already, or no psutil: what we know
+    except psutil.Error:  # gone already: what we know
         return [pid]
 
 
@@ -256,3 +251,61 @@ def fetch(
         return status, json.loads(body)
     except ValueError:
         return status, body.decode(errors="replace")
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """`serve`'s options: which deploy root, on which ports, with which overrides of the deployed batching."""
+
+    deploy_root: Path
+    port: int = 8080
+    management_port: int = 8081
+    metrics_port: int = 8082
+    overrides: dict[str, int] = field(default_factory=dict)  # ServingOptions fields
+    workdir: Path | None = None
+    ready_timeout_s: float = 180.0
+
+    def __post_init__(self) -> None:
+        ports = {"--port": self.port, "--management-port": self.management_port, "--metrics-port": self.metrics_port}
+        for option, port in ports.items():
+            if not 0 <= port <= 65535:
+                raise UsageError(f"{option} must be a port number 0..65535 (0 picks a free one), got {port}")
+        chosen = [p for p in ports.values() if p != 0]
+        if len(set(chosen)) != len(chosen):
+            raise UsageError(f"--port, --management-port and --metrics-port must differ (0 picks a free one): {ports}")
+        if not 0 < self.ready_timeout_s <= 3600:
+            raise UsageError(f"--ready-timeout must be in (0, 3600] seconds, got {self.ready_timeout_s}")
+        unknown = set(self.overrides) - set(ServingOptions.__dataclass_fields__)
+        if unknown:
+            raise UsageError(f"unknown serving overrides {sorted(unknown)}")
+        replace(ServingOptions(), **self.overrides)  # each override in TorchServe's range (UsageError)
+
+
+def serve(options: ServeOptions, log: Log) -> int:
+    """Start TorchServe on the deploy root, serve until SIGINT or SIGTERM, stop it; 0 when stopped cleanly."""
+    server = LocalServer(
+        options.deploy_root,
+        ports={"inference": options.port, "management": options.management_port, "metrics": options.metrics_port},
+        overrides=dict(options.overrides),
+        workdir=options.workdir,
+        ready_timeout_s=options.ready_timeout_s,
+    )
+    server.start()  # a signal while it starts unwinds (entry.py), and start() stops what it started
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        o = server.options
+        log(
+            f"serving {server.model_name} version {server.version} at {server.predict_url} "
+            f"({o.workers} workers, batch {o.batch_size}/{o.max_batch_delay_ms} ms; management "
+            f"{server.management_url}; logs {server.workdir}/logs); Ctrl-C stops"
+        )
+        while not stop.wait(1.0):
+            if not server.alive():
+                raise ArtifactError(f"TorchServe stopped by itself; see {server.workdir}/logs")
+    finally:
+        server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        log("stopped")
+    return 0

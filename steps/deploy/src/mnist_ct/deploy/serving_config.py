@@ -13,16 +13,28 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from mnist_ct.artifacts import ArtifactError
+from mnist_ct.artifacts import ArtifactError, UsageError
 
 KSERVE_ROOT = "/mnt/models"
 KSERVE_INFERENCE_PORT = 8085  # KServe's own proxy takes 8080 in the pod
 SNAPSHOT_VERSION_KEY = "1.0"  # TorchServe reads the real version from the archive's manifest
 
 
+# What TorchServe accepts, and what is sane on one pod. TorchServe reads max_request_size as a Java int
+# (Integer.parseInt: at most 2**31 - 1 bytes), so whole MiB stop at 2047; workers, batch size and delay are
+# ints of model_snapshot with no upper limit of its own: these bounds keep a typo from asking for 10**6 workers.
+MAX_WORKERS = 64
+MAX_BATCH_SIZE = 1024
+MAX_BATCH_DELAY_MS = 60_000
+MAX_RESPONSE_TIMEOUT_S = 3600
+MAX_REQUEST_MB = 2047
+MAX_REQUEST_BYTES = MAX_REQUEST_MB * 2**20
+MIN_JOB_QUEUE = 1000
+
+
 @dataclass(frozen=True)
 class ServingOptions:
-    """How TorchServe runs the model: workers, dynamic batching, limits."""
+    """How TorchServe runs the model: workers, dynamic batching, limits (checked: UsageError out of range)."""
 
     workers: int = 2
     batch_size: int = 8
@@ -30,13 +42,33 @@ class ServingOptions:
     response_timeout_s: int = 120
     max_request_bytes: int = 4 * 1024 * 1024
 
+    def __post_init__(self) -> None:
+        for name, low, high in (
+            ("workers", 1, MAX_WORKERS),
+            ("batch_size", 1, MAX_BATCH_SIZE),
+            ("max_batch_delay_ms", 0, MAX_BATCH_DELAY_MS),
+            ("response_timeout_s", 1, MAX_RESPONSE_TIMEOUT_S),
+            ("max_request_bytes", 1, MAX_REQUEST_BYTES),
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise UsageError(f"TorchServe {name} must be a whole number from {low} to {high}, got {value!r}")
+
+    @property
+    def job_queue_size(self) -> int:
+        """Requests TorchServe queues per model: room for every worker's full batch, and at least 1000."""
+        return max(MIN_JOB_QUEUE, 2 * self.workers * self.batch_size)
+
     def to_json(self) -> dict[str, int]:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> ServingOptions:
-        known = {k: int(v) for k, v in doc.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+    def from_json(cls, doc: dict[str, Any], source: Path | str) -> ServingOptions:
+        """The options a deployment recorded (`source` names where, for the error)."""
+        try:
+            return cls(**{k: int(v) for k, v in doc.items() if k in cls.__dataclass_fields__})
+        except (TypeError, ValueError, ArtifactError) as e:
+            raise ArtifactError(f"{source}: unusable TorchServe settings {doc!r} ({e})") from None
 
 
 def model_snapshot(model_name: str, options: ServingOptions) -> dict[str, Any]:
@@ -78,7 +110,7 @@ def deployed_properties(model_name: str, options: ServingOptions, serving_root: 
         # KServe fronts the pod; TorchServe 0.12's own token auth would reject its calls.
         "disable_token_authorization": "true",
         "default_workers_per_model": str(options.workers),
-        "job_queue_size": "1000",
+        "job_queue_size": str(options.job_queue_size),
         "max_request_size": str(options.max_request_bytes),
         "model_store": f"{serving_root.rstrip('/')}/model-store",
         "model_snapshot": json.dumps(model_snapshot(model_name, options), separators=(",", ":")),
@@ -121,7 +153,7 @@ def snapshot_of(props: dict[str, str], source: Path | str) -> tuple[str, Serving
             response_timeout_s=int(entry["responseTimeout"]),
             max_request_bytes=int(props.get("max_request_size", ServingOptions.max_request_bytes)),
         )
-    except (KeyError, ValueError, TypeError, StopIteration) as e:
+    except (KeyError, ValueError, TypeError, StopIteration, AttributeError, ArtifactError) as e:
         raise ArtifactError(f"{source}: no usable model_snapshot ({type(e).__name__}: {e}); rerun deploy") from None
     if rest:
         raise ArtifactError(f"{source}: model_snapshot lists {len(rest) + 1} models, expected one")

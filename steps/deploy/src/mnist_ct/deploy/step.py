@@ -1,0 +1,242 @@
+"""The deploy step, top to bottom: check the run, probe its model, refuse a worse challenger, go live.
+
+Deploy (run R):
+1. read_candidate: R's model, index and analysis, verified, with their lineage (candidate.py);
+2. probe: load model.pt, run it on real digits, check the output against the index (probe.py);
+   nothing has touched the deploy volume up to here, so bad input leaves it as it was;
+3. under the deploy root's lock: clean up what a killed run left, reconcile the log with the live archive,
+   refuse a challenger whose accuracy is below the live version's (exit 4, logged; --force deploys anyway);
+4. publish history/R/ (the .mar and deployment.json, history.py), copy it over the live archive, write
+   config.properties (live.py), and log the deploy last (event_log.py).
+
+Rollback (--rollback) is an option of the same step, not a second command: it is the same switch of the
+live version (live.py) from the other direction, under the same lock, log and exit codes, so a user finds
+both in one `--help` and the pipeline's image keeps one entry point.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mnist_ct.artifacts import ArtifactError, Log, Producer, RunPaths, UsageError, check_run_id, sha256_file
+
+from .archive import ArchiveInfo, check_model_name
+from .candidate import Candidate, read_candidate
+from .event_log import LOG_FILE, append_event
+from .history import HandlerSettings, deployment_record, existing_entry, publish_entry, verified_archive
+from .live import (
+    live_archive,
+    live_path,
+    locked,
+    make_live,
+    on_volume,
+    reconcile,
+    remove_leftovers,
+    write_config,
+)
+from .probe import probe
+from .serving_config import KSERVE_ROOT, ServingOptions
+
+STEP = "deploy"
+EXIT_REFUSED = 4
+DEFAULT_MODEL_NAME = "mnist"
+# Pillow's own decompression-bomb limit (PIL.Image.MAX_IMAGE_PIXELS): beyond it Pillow refuses to decode.
+MAX_PIXELS_LIMIT = 89_478_485
+MIN_PIXELS_LIMIT = 28 * 28  # the handler must accept at least a digit at the model's own size
+DEFAULT_MAX_PIXELS = 4096 * 4096
+MAX_THREADS_PER_WORKER = 1024  # as --threads everywhere (mnist_ct.artifacts.MAX_THREADS)
+
+
+class ChallengerRefused(ArtifactError):
+    """The new model is worse than the live one (champion/challenger): exit code 4."""
+
+    exit_code = EXIT_REFUSED
+
+
+def check_serving_root(root: str) -> str:
+    """An absolute POSIX path that config.properties can hold as is: printable ASCII (Java reads the file as
+    ISO-8859-1), no backslash (its escape character)."""
+    if not root.startswith("/") or any(c == "\\" or not (c.isascii() and c.isprintable()) for c in root):
+        raise UsageError(
+            f"invalid --serving-root {root!r}: give the absolute path where the server mounts the deploy volume "
+            f"(such as {KSERVE_ROOT}) in printable ASCII, without backslashes"
+        )
+    return root.rstrip("/") or "/"
+
+
+@dataclass(frozen=True)
+class Options:
+    """What to deploy and how it is served; `rollback` makes the previous version live again instead.
+
+    `serving`, `max_pixels` and `threads_per_worker` are built into the archive (None: the defaults). A
+    rollback restores its version exactly as it was deployed, so it refuses them, and --force.
+    """
+
+    model_name: str = DEFAULT_MODEL_NAME
+    force: bool = False
+    rollback: bool = False
+    serving_root: str = KSERVE_ROOT
+    serving: ServingOptions | None = None
+    max_pixels: int | None = None
+    threads_per_worker: int | None = None
+
+    def __post_init__(self) -> None:
+        check_model_name(self.model_name)
+        object.__setattr__(self, "serving_root", check_serving_root(self.serving_root))
+        for option, value, low, high in (
+            ("--max-pixels", self.max_pixels, MIN_PIXELS_LIMIT, MAX_PIXELS_LIMIT),
+            ("--threads-per-worker", self.threads_per_worker, 1, MAX_THREADS_PER_WORKER),
+        ):
+            whole = isinstance(value, int) and not isinstance(value, bool)
+            if value is not None and not (whole and low <= value <= high):
+                raise UsageError(f"{option} must be a whole number from {low} to {high}, got {value!r}")
+        if self.rollback:
+            given = [
+                option
+                for option, value in (
+                    ("--force", self.force),
+                    ("--workers/--batch-size/--max-batch-delay/--max-request-mb", self.serving is not None),
+                    ("--max-pixels", self.max_pixels is not None),
+                    ("--threads-per-worker", self.threads_per_worker is not None),
+                )
+                if value
+            ]
+            if given:
+                raise UsageError(
+                    f"--rollback restores the previous version as it was deployed; drop {', '.join(given)}"
+                )
+
+    @property
+    def handler(self) -> HandlerSettings:
+        return HandlerSettings(
+            max_pixels=DEFAULT_MAX_PIXELS if self.max_pixels is None else self.max_pixels,
+            threads=1 if self.threads_per_worker is None else self.threads_per_worker,
+        )
+
+    @property
+    def torchserve(self) -> ServingOptions:
+        return self.serving or ServingOptions()
+
+
+def run(paths: RunPaths, options: Options, log: Log) -> int | None:
+    """Deploy run `paths.run_id`, or with `options.rollback` make the previous version live again."""
+    if options.rollback:
+        roll_back(paths, options, log)
+    else:
+        deploy(paths, options, log)
+    return 0
+
+
+def _fmt(accuracy: float | None) -> str:
+    return "unknown" if accuracy is None else f"{accuracy:.4f}"
+
+
+def deploy(paths: RunPaths, options: Options, log: Log) -> None:
+    """Deploy run `paths.run_id` as version <run id> of `options.model_name` (the module docstring)."""
+    candidate = read_candidate(paths)
+    probed = probe(candidate)
+    log(
+        f"probed {candidate.sources['model.pt']}: {probed.digits} real digits -> unit [N,{probed.dim}], the "
+        f"dimension of {probed.index_class} with {probed.index_size} vectors"
+    )
+    producer = Producer.of(STEP)
+    name, version = options.model_name, candidate.run_id
+    with on_volume(paths.deploy_root), locked(paths.deploy_root, log):
+        remove_leftovers(paths)
+        live = live_archive(paths, name, options.force, log)
+        reconcile(paths, name, live, log)
+        if not options.force:
+            refuse_a_worse_challenger(paths, candidate, name, live)
+        archive = existing_entry(paths, candidate, name)
+        if archive is None:
+            record = deployment_record(candidate, name, options.handler, options.torchserve, producer)
+            archive = publish_entry(paths, candidate, record, log)
+        info = make_live(paths, name, archive, version)
+        write_config(paths, name, options.torchserve, options.serving_root, f"mnist-ct deploy {producer.version}")
+        append_event(
+            paths.deploy_root,
+            {
+                "event": "deploy",
+                "model": name,
+                "version": version,
+                "run_id": candidate.run_id,
+                "accuracy": candidate.accuracy,
+                "previous": live.version if live else None,
+                "previous_accuracy": live.accuracy if live else None,
+                "forced": options.force,
+                "mar_sha256": sha256_file(live_path(paths, name)),
+                "inputs": candidate.inputs,
+            },
+        )
+    was = "none" if live is None else f"{live.version} {_fmt(live.accuracy)}"
+    log(
+        f"deployed {name} version {version} (accuracy {_fmt(info.accuracy)}; previous: {was}) "
+        f"-> {live_path(paths, name)}"
+    )
+
+
+def refuse_a_worse_challenger(paths: RunPaths, candidate: Candidate, model_name: str, live: ArchiveInfo | None) -> None:
+    """Champion/challenger: log the refusal and raise ChallengerRefused (exit 4) if the candidate scores lower
+    than the live version (or the live version's accuracy is unknown). Redeploying the live run is no challenge."""
+    if live is None or live.version == candidate.run_id:
+        return
+    if live.accuracy is not None and candidate.accuracy >= live.accuracy:
+        return
+    append_event(
+        paths.deploy_root,
+        {
+            "event": "refused",
+            "model": model_name,
+            "version": candidate.run_id,
+            "run_id": candidate.run_id,
+            "accuracy": candidate.accuracy,
+            "live": live.version,
+            "live_accuracy": live.accuracy,
+        },
+    )
+    raise ChallengerRefused(
+        f"refused: run {candidate.run_id} has accuracy {_fmt(candidate.accuracy)}, below the live version "
+        f"{live.version} ({_fmt(live.accuracy)}); the live model stays (use --force to deploy anyway)"
+    )
+
+
+def roll_back(paths: RunPaths, options: Options, log: Log) -> None:
+    """Make the version that was live before the current one live again."""
+    name = options.model_name
+    if not live_path(paths, name).exists():
+        raise ArtifactError(f"{live_path(paths, name)}: no live archive, so nothing to roll back")
+    with on_volume(paths.deploy_root), locked(paths.deploy_root, log):
+        remove_leftovers(paths)
+        live = live_archive(paths, name)
+        if live is None:
+            raise ArtifactError(f"{live_path(paths, name)}: no live archive, so nothing to roll back")
+        stack = reconcile(paths, name, live, log)
+        if len(stack) < 2:
+            raise ArtifactError(
+                f"{paths.deploy_root / LOG_FILE}: version {live.version} is the only one deployed; "
+                "nothing to roll back to"
+            )
+        target = stack[-2]
+        try:
+            check_run_id(target)
+        except UsageError:
+            raise ArtifactError(
+                f"{paths.deploy_root / LOG_FILE}: names version {target!r}, which is not a run id; fix the log"
+            ) from None
+        info = make_live(paths, name, verified_archive(paths, target, name), target)
+        serving = ServingOptions.from_json(info.deployment.get("torchserve", {}), info.path)
+        producer = Producer.of(STEP)
+        write_config(paths, name, serving, options.serving_root, f"mnist-ct deploy {producer.version}")
+        append_event(
+            paths.deploy_root,
+            {
+                "event": "rollback",
+                "model": name,
+                "version": target,
+                "run_id": info.deployment.get("run_id"),
+                "accuracy": info.accuracy,
+                "from": live.version,
+                "mar_sha256": sha256_file(live_path(paths, name)),
+            },
+        )
+    log(f"rolled back {name} from version {live.version} to {target} (accuracy {_fmt(info.accuracy)})")
