@@ -1,4 +1,4 @@
-"""A tiny but complete run (dataset, model, embeddings, index), written through the real contract.
+"""A tiny but complete run (real digits, model, embeddings, index), written through the real contract.
 
 The query embeddings sit on ten well-separated clusters, except for crafted queries moved onto
 another class's centre: those, and only those, are misclassified, so the confusion matrix and the
@@ -23,6 +23,8 @@ from mnist_ct.artifacts import (
     write_dataset,
     write_embeddings,
 )
+from mnist_ct.artifacts.testing import mnist5k
+from mnist_ct.artifacts.testing import run_args as core_args
 
 DIM = 16
 GALLERY_PER_CLASS = 20
@@ -44,12 +46,13 @@ def cluster_points(labels: np.ndarray, seed: int, noise: float = 0.05) -> np.nda
     return unit_rows(centres()[labels] + noise * rng.normal(size=(len(labels), DIM)))
 
 
-def digit_images(labels: np.ndarray) -> np.ndarray:
-    """Distinct synthetic 'digits': a bright bar whose row depends on the class, plus the index."""
-    images = np.zeros((len(labels), 28, 28), dtype=np.uint8)
-    for i, label in enumerate(labels):
-        images[i, 2 + 2 * int(label) : 4 + 2 * int(label), 4:24] = 255
-        images[i, 25, : (i % 28) + 1] = 128
+def real_digits(labels: np.ndarray, skip: int = 0) -> np.ndarray:
+    """Real MNIST digits (the plugin's 5,000) with these labels, in order; the first `skip` of each class unused."""
+    digits = mnist5k()
+    images = np.empty((len(labels), 28, 28), dtype=np.uint8)
+    for c in range(10):
+        where = np.flatnonzero(labels == c)
+        images[where] = digits.images[np.flatnonzero(digits.labels == c)[skip : skip + len(where)]]
     return images
 
 
@@ -86,8 +89,8 @@ def crafted_queries() -> tuple[Embeddings, np.ndarray, list[int]]:
 def write_dataset_artifact(paths: RunPaths, test_labels: np.ndarray, name: str = "synthetic") -> str:
     train_labels = np.repeat(np.arange(10), GALLERY_PER_CLASS).astype(np.int64)
     splits = {
-        "train": Split(digit_images(train_labels), train_labels),
-        "test": Split(digit_images(test_labels), test_labels),
+        "train": Split(real_digits(train_labels), train_labels),
+        "test": Split(real_digits(test_labels, skip=GALLERY_PER_CLASS), test_labels),
     }
     return write_dataset(paths.dataset, splits, Producer("preprocess", "0.1.0"), {"dataset": name}).digest
 
@@ -139,5 +142,21 @@ def write_crafted_run(paths: RunPaths) -> CraftedRun:
 
 
 def run_args(paths: RunPaths, *extra: str) -> list[str]:
-    roots = ["--data-root", str(paths.data_root), "--model-root", str(paths.model_root)]
-    return ["--run-id", paths.run_id, *roots, "--threads", "1", "--quiet", *extra]
+    """The core options of `paths` (quiet), one FAISS thread, then `extra`."""
+    return [*core_args(paths), "--threads", "1", *extra]
+
+
+def one_error_line(err: str) -> str:
+    """The only line on stderr, which must be analysis's error line (no traceback)."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("analysis: error: "), lines[0]
+    return lines[0]
+
+
+def last_usage_line(err: str) -> str:
+    """argparse's error line (after its usage lines); no traceback."""
+    assert "Traceback" not in err
+    line = err.strip().splitlines()[-1]
+    assert "error:" in line, line
+    return line

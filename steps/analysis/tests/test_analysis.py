@@ -6,8 +6,11 @@ import base64
 import csv
 import io
 import json
+import re
 from html.parser import HTMLParser
+from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
 from analysis_testdata import (
@@ -21,8 +24,18 @@ from analysis_testdata import (
 )
 from PIL import Image
 
-from mnist_ct.analysis.__main__ import main
-from mnist_ct.artifacts import Embeddings, Producer, publish, read_manifest, read_verified
+from mnist_ct.analysis.__main__ import build_parser, main
+from mnist_ct.analysis.step import Options
+from mnist_ct.artifacts import (
+    Embeddings,
+    Producer,
+    UsageError,
+    publish,
+    read_manifest,
+    read_verified,
+    thread_count,
+)
+from mnist_ct.artifacts.testing import assert_readme_documents
 
 
 def _metrics(paths) -> dict:
@@ -206,9 +219,7 @@ def test_many_errors_are_sampled_across_classes_up_to_the_limit(paths):
 
 
 def test_help_documents_every_option(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["--help"])
-    assert exit_info.value.code == 0
+    assert main(["--help"]) == 0
     out = capsys.readouterr().out
     for option in (
         "--k",
@@ -225,3 +236,28 @@ def test_help_documents_every_option(capsys):
         "--model-root",
     ):
         assert option in out
+
+
+def test_the_readme_documents_every_option_of_the_parser():
+    assert_readme_documents(build_parser(), Path(__file__).parents[1] / "README.md")
+
+
+def test_threads_0_gives_faiss_every_core_this_process_may_use(crafted):
+    args = run_args(crafted.paths)
+    assert main([*args[: args.index("--threads")], "--threads", "0"]) == 0
+
+    assert faiss.omp_get_max_threads() == thread_count(0)
+
+
+def test_options_built_in_code_are_checked_too(tmp_path):
+    for bad, needle in (
+        ({"k": 0}, "--k 0: give 1..1024"),
+        ({"k": 1025}, "--k 1025"),
+        ({"vote": "loudest"}, "--vote 'loudest': choose one of majority, distance"),
+        ({"max_examples": -1}, "--max-examples -1: give 0..10000"),
+        ({"threads": 1025}, "--threads 1025: give 0..1024"),
+        ({"html_out": tmp_path}, f"--html-out {tmp_path}: is a folder"),
+        ({"executor_input": {"outputs": {}}}, "--executor-input has no outputs.outputFile"),
+    ):
+        with pytest.raises(UsageError, match=re.escape(needle)):
+            Options(**bad)

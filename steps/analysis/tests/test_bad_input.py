@@ -1,14 +1,29 @@
-"""Bad input: one line naming the file, exit 3 (2 for usage), and nothing half-written."""
+"""Bad input, as a hostile user would give it: one line naming the file, exit 2 (usage), 3 (input) or
+5 (environment), and nothing half-written. Every option at and beyond its limits, every file the step
+reads, every folder it writes."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
-from analysis_testdata import run_args, write_dataset_artifact, write_embeddings_artifact, write_index_artifact
+import pytest
+from analysis_testdata import (
+    last_usage_line,
+    run_args,
+    write_dataset_artifact,
+    write_embeddings_artifact,
+    write_index_artifact,
+)
 
 from mnist_ct.analysis.__main__ import main
 from mnist_ct.artifacts import Producer, publish, read_manifest
+from mnist_ct.artifacts.testing import tmpfs_volume
 
 
 def _one_error_line(capsys) -> str:
@@ -23,10 +38,10 @@ def _nothing_written(paths) -> bool:
     return not paths.analysis.exists() and not leftovers
 
 
-def _republish_index(paths, labels: np.ndarray) -> None:
-    """Keep index.faiss and index.json, replace labels.npy, publish again (checksums consistent)."""
+def _republish_index(paths, labels: np.ndarray, **replace: bytes) -> None:
+    """Keep index.faiss and index.json (unless replaced), write labels.npy, publish again (checksums consistent)."""
     old = paths.index
-    files = {name: (old / name).read_bytes() for name in ("index.faiss", "index.json")}
+    files = {name: replace.get(name, (old / name).read_bytes()) for name in ("index.faiss", "index.json")}
     embeddings = read_manifest(paths.embeddings).digest
     with publish(old, "index", Producer("train_faiss", "0.1.0"), inputs={"embeddings": embeddings}) as staging:
         for name, data in files.items():
@@ -155,23 +170,195 @@ def test_an_index_of_another_dimension_exits_3(crafted, capsys):
 
     assert main(run_args(crafted.paths)) == 3
 
-    assert "index dimension 8 but the query embeddings have 16" in _one_error_line(capsys)
+    line = _one_error_line(capsys)
+    index, queries = crafted.paths.index / "index.faiss", crafted.paths.embeddings / "test.npy"
+    assert f"{index} has dimension 8 but {queries} has 16; they come from different models" in line
     assert _nothing_written(crafted.paths)
 
 
 def test_k_larger_than_the_index_is_a_usage_error(crafted, capsys):
     assert main(run_args(crafted.paths, "--k", "201")) == 2
 
-    assert "--k 201 is more than the 200 vectors" in _one_error_line(capsys)
+    line = _one_error_line(capsys)
+    assert f"--k 201 is more than the 200 vectors in the index {crafted.paths.index}" in line
     assert _nothing_written(crafted.paths)
 
 
-def test_an_unknown_vote_is_refused_by_argparse(crafted, capsys):
-    try:
-        main(run_args(crafted.paths, "--vote", "loudest"))
-    except SystemExit as e:
-        assert e.code == 2
-    assert "invalid choice: 'loudest'" in capsys.readouterr().err
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--k", "0"], "argument --k: must be from 1 to 1024, got 0"),
+        (["--k", "-1"], "got -1"),
+        (["--k", "1025"], "got 1025"),
+        (["--k", "nan"], "argument --k: invalid"),
+        (["--k", "three"], "argument --k: invalid"),
+        (["--max-examples", "-1"], "argument --max-examples: must be from 0 to 10000, got -1"),
+        (["--max-examples", "10001"], "got 10001"),
+        (["--max-examples", "1e3"], "argument --max-examples: invalid"),
+        (["--threads", "-1"], "argument --threads: must be from 0 to 1024, got -1"),
+        (["--threads", "4096"], "got 4096"),
+        (["--vote", "loudest"], "argument --vote: invalid choice: 'loudest'"),
+        (["--run-id", "../up"], "invalid run id"),
+    ],
+)
+def test_bad_input_options_beyond_their_limits_exit_2_before_any_work(crafted, capsys, extra, needle):
+    assert main(run_args(crafted.paths, *extra)) == 2
+
+    assert needle in last_usage_line(capsys.readouterr().err)
+    assert _nothing_written(crafted.paths)
+
+
+def test_bad_input_output_file_that_is_a_folder_exits_2(crafted, capsys, tmp_path):
+    assert main(run_args(crafted.paths, "--accuracy-out", str(tmp_path))) == 2
+
+    assert f"argument --accuracy-out: {tmp_path}: is a folder" in last_usage_line(capsys.readouterr().err)
+    assert _nothing_written(crafted.paths)
+
+
+def test_bad_input_output_file_under_a_file_exits_2(crafted, capsys, tmp_path):
+    (tmp_path / "kfp").write_text("a file")
+    out = tmp_path / "kfp" / "metrics.json"
+
+    assert main(run_args(crafted.paths, "--metrics-out", str(out))) == 2
+
+    line = last_usage_line(capsys.readouterr().err)
+    assert f"argument --metrics-out: {out}: {tmp_path / 'kfp'} is a file, not a folder" in line
+    assert _nothing_written(crafted.paths)
+
+
+def test_bad_input_two_outputs_to_one_file_exit_2(crafted, capsys, tmp_path):
+    out = str(tmp_path / "out")
+
+    assert main(run_args(crafted.paths, "--accuracy-out", out, "--html-out", out)) == 2
+
+    assert f"--html-out and --accuracy-out are both {out}" in _one_error_line(capsys)
+    assert _nothing_written(crafted.paths) and not Path(out).exists()
+
+
+def test_bad_input_output_file_on_a_read_only_volume_exits_5_before_any_work(crafted, capsys, read_only_volume):
+    out = read_only_volume / "kfp" / "accuracy"
+
+    assert main(run_args(crafted.paths, "--accuracy-out", str(out))) == 5
+
+    line = _one_error_line(capsys)
+    assert f"{out}: Read-only file system; the volume is mounted read-only" in line
+    assert _nothing_written(crafted.paths)
+
+
+def test_bad_input_output_file_on_a_full_volume_exits_5_naming_it(crafted, capsys, full_volume):
+    out = full_volume / "accuracy"
+
+    assert main(run_args(crafted.paths, "--accuracy-out", str(out))) == 5
+
+    assert f"{out}: No space left on device; the disk is full" in _one_error_line(capsys)
+    assert not out.exists() and not [p for p in full_volume.iterdir() if p.name.startswith(".")]
+    assert _nothing_written(crafted.paths)
+
+
+@contextlib.contextmanager
+def _run_folder_on_tmpfs(paths, size_kib: int) -> Iterator[None]:
+    """The run's model folder moved onto a small tmpfs of its own, its inputs copied back (readable)."""
+    saved = paths.model_run.parent / "saved"
+    shutil.move(paths.model_run, saved)
+    with tmpfs_volume(paths.model_run, size_kib):
+        for name in ("model", "embeddings", "index"):
+            shutil.copytree(saved / name, paths.model_run / name)
+        yield
+
+
+def test_bad_input_full_model_volume_exits_5_naming_the_file(crafted, capsys, tmp_path):
+    accuracy = tmp_path / "kfp" / "outputs" / "accuracy"
+    with _run_folder_on_tmpfs(crafted.paths, 128):  # the inputs (84 KiB) fit; the report (84 KiB) does not
+        assert main(run_args(crafted.paths, "--accuracy-out", str(accuracy))) == 5
+
+        line = _one_error_line(capsys)
+        assert f"{crafted.paths.model_run}/.analysis.staging-" in line
+        assert "No space left on device; the disk is full" in line
+        assert _nothing_written(crafted.paths)
+        assert not (tmp_path / "kfp").exists()  # staged beside its place, removed with the folders made for it
+
+
+def test_bad_input_read_only_model_volume_exits_5_naming_the_folder(crafted, capsys):
+    with _run_folder_on_tmpfs(crafted.paths, 1024):
+        subprocess.run(["mount", "-o", "remount,ro", str(crafted.paths.model_run)], check=True)
+
+        assert main(run_args(crafted.paths)) == 5
+
+        line = _one_error_line(capsys)
+        assert f"{crafted.paths.model_run}/.analysis." in line and "Read-only file system" in line
+        assert _nothing_written(crafted.paths)
+
+
+def test_bad_input_train_and_test_embeddings_of_different_dimensions_exit_3(crafted, capsys):
+    with publish(crafted.paths.embeddings, "embeddings", Producer("embedding", "0.1.0")) as staging:
+        gallery = np.ascontiguousarray(crafted.gallery.vectors[:, :8])
+        np.save(staging.path / "train.npy", gallery / np.linalg.norm(gallery, axis=1, keepdims=True))
+        np.save(staging.path / "train_labels.npy", crafted.gallery.labels)
+        np.save(staging.path / "test.npy", crafted.queries.vectors)
+        np.save(staging.path / "test_labels.npy", crafted.queries.labels)
+    _republish_index(crafted.paths, crafted.gallery.labels)
+
+    assert main(run_args(crafted.paths)) == 3
+
+    assert "train and test embeddings differ in dimension (8 vs 16)" in _one_error_line(capsys)
+    assert _nothing_written(crafted.paths)
+
+
+def test_bad_input_index_folder_that_is_a_file_exits_3(crafted, capsys):
+    shutil.rmtree(crafted.paths.index)
+    crafted.paths.index.write_text("a file")
+
+    assert main(run_args(crafted.paths)) == 3
+
+    assert f"{crafted.paths.index}: artifact folder not found" in _one_error_line(capsys)
+    assert _nothing_written(crafted.paths)
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "needle"),
+    [
+        ("index.faiss", b"hello world" * 10, "index.faiss: FAISS cannot read it"),
+        ("index.faiss", b"", "index.faiss: FAISS cannot read it"),
+        ("index.json", b"{not json", "index.json: not valid JSON"),
+    ],
+)
+def test_bad_input_index_files_that_do_not_parse_exit_3(crafted, capsys, name, data, needle):
+    _republish_index(crafted.paths, crafted.gallery.labels, **{name: data})
+
+    assert main(run_args(crafted.paths)) == 3
+
+    assert needle in _one_error_line(capsys)
+    assert _nothing_written(crafted.paths)
+
+
+def test_bad_input_labels_of_the_wrong_dtype_exit_3(crafted, capsys):
+    _republish_index(crafted.paths, crafted.gallery.labels.astype(np.float32))
+
+    assert main(run_args(crafted.paths)) == 3
+
+    line = _one_error_line(capsys)
+    assert "labels.npy" in line and "float32" in line
+    assert _nothing_written(crafted.paths)
+
+
+def test_bad_input_missing_data_set_exits_3(crafted, capsys):
+    shutil.rmtree(crafted.paths.dataset)
+
+    assert main(run_args(crafted.paths)) == 3
+
+    assert f"{crafted.paths.dataset}: artifact folder not found" in _one_error_line(capsys)
+    assert _nothing_written(crafted.paths)
+
+
+def test_bad_input_run_folder_that_is_a_symlink_out_of_the_volume_exits_3(crafted, capsys, tmp_path):
+    outside = tmp_path / "elsewhere"
+    shutil.move(crafted.paths.model_run, outside)
+    crafted.paths.model_run.symlink_to(outside)
+
+    assert main(run_args(crafted.paths)) == 3
+
+    assert "leads out of its volume" in _one_error_line(capsys)
+    assert not (outside / "analysis").exists()
 
 
 def test_a_rerun_replaces_the_analysis(crafted):

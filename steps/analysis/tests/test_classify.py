@@ -7,35 +7,25 @@ import numpy as np
 import pytest
 from sklearn.neighbors import KNeighborsClassifier
 
-from mnist_ct.analysis.classify import UNANSWERED, Neighbours, predict, search
+from mnist_ct.analysis.classify import UNANSWERED, Neighbours, predicted_labels, search
 from mnist_ct.analysis.metrics import confusion_csv, evaluate
+from mnist_ct.artifacts.knn import knn_vote
+from mnist_ct.artifacts.testing import KNN_VOTE_CASES
 
 
-def _neighbours(labels: list[list[int]], scores: list[list[float]]) -> Neighbours:
-    lab = np.array(labels, dtype=np.int64)
-    return Neighbours(np.where(lab >= 0, 0, -1), np.array(scores, dtype=np.float32), lab)
+def _neighbours(labels: list[int], scores: list[float]) -> Neighbours:
+    """One query's neighbours, as search() returns them (ids -1 where FAISS found none)."""
+    lab = np.array([labels], dtype=np.int64)
+    return Neighbours(np.where(lab >= 0, 0, -1), np.array([scores], dtype=np.float32), lab)
 
 
-def test_majority_vote_takes_the_most_frequent_label():
-    assert predict(_neighbours([[2, 5, 5]], [[0.99, 0.5, 0.4]]), "majority").tolist() == [5]
-
-
-def test_a_majority_tie_goes_to_the_class_of_the_nearest_tied_neighbour():
-    n = _neighbours([[7, 4, 4, 7, 1]], [[0.9, 0.8, 0.7, 0.6, 0.5]])
-    assert predict(n, "majority").tolist() == [7]
-
-
-def test_a_distance_vote_lets_a_very_close_neighbour_outweigh_two_far_ones():
-    # distances: sqrt(2 - 2 * 0.99) = 0.14 (weight 7.1) against two of sqrt(2 - 2 * 0.5) = 1 (weight 1 each)
-    n = _neighbours([[2, 5, 5]], [[0.99, 0.5, 0.5]])
-    assert predict(n, "distance").tolist() == [2]
-    assert predict(n, "majority").tolist() == [5]
-
-
-def test_a_query_without_neighbours_is_unanswered_and_missing_neighbours_do_not_vote():
-    n = _neighbours([[-1, -1], [3, -1]], [[-3.4e38, -3.4e38], [0.8, -3.4e38]])
-    assert predict(n, "majority").tolist() == [UNANSWERED, 3]
-    assert predict(n, "distance").tolist() == [UNANSWERED, 3]
+@pytest.mark.parametrize(("labels", "scores", "vote", "label", "score"), KNN_VOTE_CASES)
+def test_the_vote_table(labels, scores, vote, label, score):
+    """The one table of vote cases (the serving handler is checked against the same rows)."""
+    neighbours = _neighbours(labels, scores)
+    assert predicted_labels(neighbours, vote).tolist() == [label]
+    voted, best = knn_vote(neighbours.labels, neighbours.scores, vote)
+    assert (voted.tolist(), best.tolist()) == ([label], pytest.approx([score], abs=1e-6))
 
 
 def _noisy_clusters(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -54,7 +44,7 @@ def test_the_distance_vote_agrees_with_scikit_learn(k):
     index = faiss.IndexFlatIP(train.shape[1])
     index.add(train)
 
-    ours = predict(search(index, train_y, test, k), "distance")
+    ours = predicted_labels(search(index, train_y, test, k), "distance")
 
     reference = KNeighborsClassifier(n_neighbors=k, weights="distance", algorithm="brute").fit(train, train_y)
     np.testing.assert_array_equal(ours, reference.predict(test))
@@ -69,7 +59,7 @@ def test_the_majority_vote_agrees_with_scikit_learn_wherever_the_vote_is_not_tie
     counts = np.stack([np.bincount(row, minlength=10) for row in neighbours.labels])
     untied = (counts == counts.max(axis=1, keepdims=True)).sum(axis=1) == 1
 
-    ours = predict(neighbours, "majority")
+    ours = predicted_labels(neighbours, "majority")
 
     reference = KNeighborsClassifier(n_neighbors=k, weights="uniform", algorithm="brute").fit(train, train_y)
     assert untied.sum() > 100

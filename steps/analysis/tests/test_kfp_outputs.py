@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from analysis_testdata import run_args
+from analysis_testdata import last_usage_line, run_args
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
@@ -79,16 +79,20 @@ def test_executor_output_sets_the_metadata_of_the_metrics_artifacts(crafted, tmp
 @pytest.mark.parametrize(
     ("text", "needle"),
     [
-        ("{not json", "--executor-input is not JSON"),
-        ('{"outputs": {}}', "has no outputs.outputFile"),
-        ("[1]", "JSON object"),
+        ("{not json", "argument --executor-input: is not JSON (Expecting property name"),
+        ("[" * 100_000, "argument --executor-input: is not JSON (nested too deeply)"),
+        ('{"outputs": {}}', "argument --executor-input: has no outputs.outputFile"),
+        ("[1]", "argument --executor-input: must be a JSON object"),
+        ('{"outputs": []}', "argument --executor-input: outputs must be an object"),
+        ('{"outputs": {"outputFile": "/tmp/x", "artifacts": []}}', "outputs.artifacts must map each name"),
+        ('{"outputs": {"outputFile": "/tmp/x", "artifacts": {"m": {"artifacts": [{"type": "x"}]}}}}', "must map"),
+        ('{"outputs": {"outputFile": "/"}}', "argument --executor-input: outputs.outputFile /: is a folder"),
     ],
 )
-def test_a_bad_executor_input_is_a_usage_error_before_any_work(crafted, capsys, text, needle):
+def test_bad_input_executor_input_is_a_usage_error_before_any_work(crafted, capsys, text, needle):
     assert main(run_args(crafted.paths, "--executor-input", text)) == 2
 
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and needle in lines[0]
+    assert needle in last_usage_line(capsys.readouterr().err)
     assert not crafted.paths.analysis.exists()
 
 

@@ -1,4 +1,8 @@
-"""Tiny embeddings artifacts, written through the real contract (mnist_ct.artifacts)."""
+"""Embeddings artifacts written through the real contract (mnist_ct.artifacts), FAISS on one thread.
+
+The shared fixtures (full_volume, read_only_volume, tmpfs_volume, run_args) come from the
+mnist_ct.artifacts.testing plugin.
+"""
 
 from __future__ import annotations
 
@@ -42,14 +46,15 @@ def write_run(paths: RunPaths) -> Callable[[Embeddings, Embeddings], RunPaths]:
 
 
 @pytest.fixture
-def write_raw_embeddings(paths: RunPaths) -> Callable[[np.ndarray, np.ndarray], RunPaths]:
+def write_raw_embeddings(paths: RunPaths) -> Callable[..., RunPaths]:
     """Publish arrays that break the contract, bypassing write_embeddings's own checks."""
 
-    def write(train: np.ndarray, test: np.ndarray) -> RunPaths:
+    def write(train: np.ndarray, test: np.ndarray | None) -> RunPaths:
         with publish(paths.embeddings, "embeddings", Producer("embedding", "0.1.0")) as staging:
             for name, vectors in (("train", train), ("test", test)):
-                np.save(staging.path / f"{name}.npy", vectors)
-                np.save(staging.path / f"{name}_labels.npy", np.arange(len(vectors), dtype=np.int64) % 10)
+                if vectors is not None:
+                    np.save(staging.path / f"{name}.npy", vectors)
+                    np.save(staging.path / f"{name}_labels.npy", np.arange(len(vectors), dtype=np.int64) % 10)
         return paths
 
     return write

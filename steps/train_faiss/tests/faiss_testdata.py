@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from mnist_ct.artifacts import Embeddings, RunPaths
+from mnist_ct.artifacts.testing import run_args as core_args
 
 
 def unit_rows(x: np.ndarray) -> np.ndarray:
@@ -26,4 +27,21 @@ def clustered(per_class: int, dim: int, seed: int, noise: float = 0.05) -> Embed
 
 
 def run_args(paths: RunPaths, *extra: str) -> list[str]:
-    return ["--run-id", paths.run_id, "--model-root", str(paths.model_root), "--threads", "1", *extra]
+    """The core options of `paths` (quiet), one FAISS thread, then `extra`."""
+    return [*core_args(paths), "--threads", "1", *extra]
+
+
+def one_error_line(err: str) -> str:
+    """The only line on stderr, which must be train_faiss's error line (no traceback)."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("train_faiss: error: "), lines[0]
+    return lines[0]
+
+
+def last_usage_line(err: str) -> str:
+    """argparse's error line (after its usage lines); no traceback."""
+    assert "Traceback" not in err
+    line = err.strip().splitlines()[-1]
+    assert "error:" in line, line
+    return line

@@ -8,12 +8,13 @@ import pytest
 from faiss_testdata import random_unit
 
 from mnist_ct.artifacts import UsageError
-from mnist_ct.train_faiss.index import build_index, faiss_reason, recall_at
+from mnist_ct.train_faiss.factory import FactorySpec, parse_factory
+from mnist_ct.train_faiss.index import build_index, make_index, recall_at, search_params
 
 
 def test_recall_of_an_exact_index_is_one():
     gallery, queries = random_unit(500, 16, seed=1), random_unit(100, 16, seed=2)
-    built = build_index(gallery, "Flat")
+    built = build_index(gallery, parse_factory("Flat"))
     recalls, ms = recall_at(built.index, gallery, queries)
     assert recalls == {1: 1.0, 10: 1.0}
     assert ms >= 0.0
@@ -45,25 +46,28 @@ def test_recall_counts_a_query_whose_neighbour_is_missing_as_a_miss():
 
 def test_pq_training_warnings_are_collected_once_each(capfd):
     gallery = random_unit(300, 8, seed=6)
-    built = build_index(gallery, "PQ4")
+    built = build_index(gallery, parse_factory("PQ4"))
     assert built.warnings and all("training points" in w for w in built.warnings)
     assert len(built.warnings) == len(set(built.warnings))
     assert "WARNING" not in capfd.readouterr().err
 
 
-def test_factory_strings_are_trimmed():
-    assert build_index(random_unit(20, 8, seed=7), " Flat ").spec == "Flat"
+def test_search_parameters_default_to_about_sqrt_lists_and_ef_64():
+    assert search_params(parse_factory("IVF16,Flat"), None, None) == {"nprobe": 4}
+    assert search_params(parse_factory("IVF2,Flat"), None, None) == {"nprobe": 1}
+    assert search_params(parse_factory("HNSW8"), None, None) == {"efSearch": 64}
+    assert search_params(parse_factory("IVF16,PQ4"), 3, None) == {"nprobe": 3}
+    assert search_params(parse_factory("Flat"), None, None) == {}
 
 
-def test_faiss_reason_keeps_the_human_part():
-    try:
-        faiss.index_factory(8, "Bogus", faiss.METRIC_INNER_PRODUCT)
-    except RuntimeError as e:
-        assert faiss_reason(e) == "could not parse index string Bogus"
-    else:  # pragma: no cover
-        pytest.fail("faiss accepted a bogus factory string")
+def test_a_string_faiss_refuses_for_the_dimension_is_a_usage_error():
+    # check_fits refuses this before make_index is reached; make_index still answers in one line.
+    with pytest.raises(UsageError, match=r"--index PQ3: FAISS cannot make it for dimension 16 \(The dimension"):
+        make_index(FactorySpec("PQ3", pq_m=3), 16)
 
 
-def test_an_index_that_cannot_add_plain_vectors_is_a_usage_error():
-    with pytest.raises(UsageError, match="IDMap,Flat"):
-        build_index(random_unit(20, 8, seed=8), "IDMap,Flat")
+def test_a_faiss_error_while_training_is_a_usage_error():
+    # As if check_fits had let too small a gallery through: FAISS's own refusal becomes one line.
+    unchecked = FactorySpec("IVF64,Flat")  # no lists recorded, so check_fits sees nothing to refuse
+    with pytest.raises(UsageError, match="cannot be built over 20 gallery vectors of dimension 8: Number of training"):
+        build_index(random_unit(20, 8, seed=8), unchecked)

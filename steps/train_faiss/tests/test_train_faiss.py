@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import faiss
 import numpy as np
 import pytest
 from faiss_testdata import clustered, random_unit, run_args
 
-from mnist_ct.artifacts import Embeddings, read_manifest, read_verified
-from mnist_ct.train_faiss.__main__ import main
+from mnist_ct.artifacts import Embeddings, UsageError, read_manifest, read_verified, thread_count
+from mnist_ct.artifacts.testing import assert_readme_documents
+from mnist_ct.train_faiss.__main__ import build_parser, main
+from mnist_ct.train_faiss.factory import parse_factory
+from mnist_ct.train_faiss.step import Options
 
 
 def _labels(n: int) -> np.ndarray:
@@ -108,27 +112,6 @@ def test_a_rerun_replaces_the_index(write_run):
     assert sorted(p.name for p in paths.model_run.iterdir()) == ["embeddings", "index"]
 
 
-@pytest.mark.parametrize(
-    ("extra", "needle"),
-    [
-        (["--index", "NoSuchIndex"], "'NoSuchIndex' is not a FAISS factory string"),
-        (["--index", "IVF4,PQ3"], "is not a FAISS factory string"),
-        (["--index", "IVF1000,Flat"], "cannot be built over 300 gallery vectors"),
-        (["--index", "Flat", "--nprobe", "4"], "--nprobe applies to IVF indexes only"),
-        (["--index", "IVF8,Flat", "--ef-search", "4"], "--ef-search applies to HNSW indexes only"),
-    ],
-)
-def test_bad_index_choices_exit_2_with_one_line_and_write_nothing(write_run, capsys, extra, needle):
-    paths = write_run(clustered(30, 16, seed=1), clustered(4, 16, seed=2))
-
-    assert main(run_args(paths, *extra)) == 2
-
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1
-    assert err[0].startswith("train_faiss: error: ") and needle in err[0]
-    assert _only_embeddings_left(paths)
-
-
 def test_nan_embeddings_exit_3_with_one_line_and_write_nothing(write_raw_embeddings, capsys):
     train = random_unit(50, 8, seed=1)
     train[7, 3] = np.nan
@@ -151,23 +134,41 @@ def test_unnormalised_embeddings_exit_3_with_one_line_and_write_nothing(write_ra
     assert _only_embeddings_left(paths)
 
 
-def test_missing_embeddings_exit_3_naming_the_folder(paths, capsys):
-    assert main(run_args(paths)) == 3
+def test_threads_0_gives_faiss_every_core_this_process_may_use(write_run):
+    paths = write_run(clustered(10, 8, seed=1), clustered(2, 8, seed=2))
 
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and str(paths.embeddings) in err[0] and "not found" in err[0]
-    assert not paths.index.exists()
+    assert main([*run_args(paths)[:-2], "--threads", "0"]) == 0
+
+    assert faiss.omp_get_max_threads() == thread_count(0)
 
 
-def test_a_bad_run_id_is_a_usage_error(paths, capsys):
-    assert main(["--run-id", "../escape", "--model-root", str(paths.model_root)]) == 2
-    assert "invalid run id" in capsys.readouterr().err
+def test_threads_n_gives_faiss_n_threads(write_run):
+    paths = write_run(clustered(10, 8, seed=1), clustered(2, 8, seed=2))
+    faiss.omp_set_num_threads(thread_count(0))
+
+    assert main(run_args(paths)) == 0  # --threads 1
+
+    assert faiss.omp_get_max_threads() == 1
+
+
+def test_options_built_in_code_are_checked_too():
+    with pytest.raises(UsageError, match="--index 'IDMap,Flat' is not a factory string"):
+        Options(index="IDMap,Flat")
+    with pytest.raises(UsageError, match="--nprobe 0: --index IVF8,Flat has 8 lists; give 1..8"):
+        Options(index="IVF8,Flat", nprobe=0)
+    with pytest.raises(UsageError, match="--ef-search 0: give 1..4096"):
+        Options(index="HNSW8", ef_search=0)
+    with pytest.raises(UsageError, match="--threads -1: give 0..1024"):
+        Options(threads=-1)
+    assert Options(index=" IVF8,Flat ", nprobe=8).factory == parse_factory("IVF8,Flat")
+
+
+def test_the_readme_documents_every_option_of_the_parser():
+    assert_readme_documents(build_parser(), Path(__file__).parents[1] / "README.md")
 
 
 def test_help_documents_every_option(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["--help"])
-    assert exit_info.value.code == 0
+    assert main(["--help"]) == 0
     out = capsys.readouterr().out
     for option in ("--index", "--nprobe", "--ef-search", "--threads", "--run-id", "--model-root", "--quiet"):
         assert option in out

@@ -21,11 +21,12 @@ from .dataset import Split
 from .mnist5k import TEST_PRODUCER, mnist5k, publish_run, take
 from .paths import RunPaths
 
-__all__ = ["TEST_PRODUCER", "KNN_VOTE_CASES", "mnist5k", "publish_run", "take", "run_args"]
+__all__ = ["TEST_PRODUCER", "KNN_VOTE_CASES", "FAISS_NO_NEIGHBOUR", "mnist5k", "publish_run", "take", "run_args"]
 
 # The k-NN vote's behaviour, one table for every implementation that must agree with mnist_ct.artifacts.knn
 # (analysis, the serving handler inside the .mar): (neighbour labels nearest first, inner products, vote)
 # -> (label, score).
+FAISS_NO_NEIGHBOUR = -3.4028235e38  # the score FAISS returns beside id -1
 KNN_VOTE_CASES = [
     ([3], [0.9], "majority", 3, 0.9),
     ([3, 5, 5], [0.9, 0.8, 0.7], "majority", 5, 0.8),  # two votes beat the nearest one
@@ -34,6 +35,15 @@ KNN_VOTE_CASES = [
     ([4, 7, 7], [0.99, 0.5, 0.5], "distance", 4, 0.99),  # one very near neighbour outweighs two far ones
     ([2, -1, -1], [0.9, 0.0, 0.0], "majority", 2, 0.9),  # -1: FAISS found no neighbour there
     ([-1, -1], [0.0, 0.0], "distance", -1, 0.0),  # no neighbour at all: UNANSWERED
+    ([2, 5, 5], [0.99, 0.5, 0.4], "majority", 5, 0.5),  # the most frequent label
+    ([7, 4, 4, 7, 1], [0.9, 0.8, 0.7, 0.6, 0.5], "majority", 7, 0.9),  # a tie: the nearest tied class
+    ([2, 5, 5], [0.99, 0.5, 0.5], "distance", 2, 0.99),  # weight 7.1 against two of 1
+    ([2, 5, 5], [0.99, 0.5, 0.5], "majority", 5, 0.5),  # the same neighbours, counted
+    # FAISS's real "no neighbour" score is -FLT_MAX, not 0:
+    ([-1, -1], [FAISS_NO_NEIGHBOUR, FAISS_NO_NEIGHBOUR], "majority", -1, 0.0),
+    ([-1, -1], [FAISS_NO_NEIGHBOUR, FAISS_NO_NEIGHBOUR], "distance", -1, 0.0),
+    ([3, -1], [0.8, FAISS_NO_NEIGHBOUR], "majority", 3, 0.8),  # a missing neighbour does not vote
+    ([3, -1], [0.8, FAISS_NO_NEIGHBOUR], "distance", 3, 0.8),
 ]
 
 

@@ -1,15 +1,45 @@
-"""python -m mnist_ct.analysis: argument parsing and exit codes only."""
+"""python -m mnist_ct.analysis: the argument parser; the step itself is step.py."""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
-from mnist_ct.artifacts import Log, add_run_arguments, non_negative_int, positive_int, run_paths, run_step
+from mnist_ct.artifacts import UsageError, add_run_arguments, add_threads_argument, bounded_int, step_main
 
 from .classify import VOTES
-from .kfp_outputs import parse_executor_input
-from .step import STEP, Options, analyse
+from .kfp_outputs import check_output_file, parse_executor_input
+from .step import MAX_EXAMPLES, MAX_K, STEP, Options, run
+
+T = TypeVar("T")
+
+
+def _usage_checked(check: Callable[[str], T]) -> Callable[[str], T]:
+    """An argparse type from a check that raises UsageError (argparse then names the option)."""
+
+    def parse(text: str) -> T:
+        try:
+            return check(text)
+        except UsageError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    parse.__name__ = check.__name__
+    return parse
+
+
+def output_file(text: str) -> Path:
+    """argparse type: a file to write (not a folder, nothing that is a file on the way to it)."""
+    return check_output_file("", Path(text))
+
+
+def executor_input(text: str) -> dict[str, Any]:
+    """argparse type: KFP's ExecutorInput JSON, parsed and checked (argparse names the option itself)."""
+    try:
+        return parse_executor_input(text)
+    except UsageError as e:
+        raise UsageError(str(e).removeprefix("--executor-input").lstrip(": ")) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,9 +51,15 @@ def build_parser() -> argparse.ArgumentParser:
             "{metrics.json,confusion_matrix.csv,report.html}. Reads <model-root>/runs/R/{index,embeddings} and "
             "<data-root>/runs/R/dataset (test images for the report)."
         ),
+        epilog="Exit codes: 0 done, 2 bad usage, 3 bad input, 5 the environment (disk full, read-only volume).",
     )
     add_run_arguments(parser)
-    parser.add_argument("--k", type=positive_int, default=1, help="neighbours per query (default: %(default)s)")
+    parser.add_argument(
+        "--k",
+        type=bounded_int(1, MAX_K),
+        default=1,
+        help=f"neighbours per query, 1..{MAX_K} and at most the index's size (default: %(default)s)",
+    )
     parser.add_argument(
         "--vote",
         choices=VOTES,
@@ -32,57 +68,53 @@ def build_parser() -> argparse.ArgumentParser:
         "the nearest tied neighbour (default: %(default)s)",
     )
     kfp = parser.add_argument_group("files Kubeflow Pipelines reads back (each optional; parent folders are created)")
-    kfp.add_argument("--accuracy-out", type=Path, help="write the accuracy as a bare float (KFP output parameter)")
+    file_type = _usage_checked(output_file)
+    kfp.add_argument("--accuracy-out", type=file_type, help="write the accuracy as a bare float (KFP output parameter)")
     kfp.add_argument(
-        "--metrics-out", type=Path, help='write {"metrics": [{"name", "numberValue", "format"}]} (mlpipeline-metrics)'
+        "--metrics-out",
+        type=file_type,
+        help='write {"metrics": [{"name", "numberValue", "format"}]} (mlpipeline-metrics)',
     )
     kfp.add_argument(
         "--ui-metadata-out",
-        type=Path,
+        type=file_type,
         help="write mlpipeline-ui-metadata: inline confusion matrix, markdown summary, the report as a web app",
     )
     kfp.add_argument(
         "--executor-input",
+        type=_usage_checked(executor_input),
         metavar="JSON",
         help="KFP v2 executor input (pass the placeholder {{$}}): the metadata of the task's system.Metrics and "
         "system.ClassificationMetrics output artifacts is written to its outputs.outputFile, so the KFP v2 UI "
         "shows the metrics and the confusion matrix",
     )
-    kfp.add_argument("--html-out", type=Path, help="also write the report here (for a KFP system.HTML artifact)")
+    kfp.add_argument("--html-out", type=file_type, help="also write the report here (for a KFP system.HTML artifact)")
     parser.add_argument(
         "--max-examples",
-        type=non_negative_int,
+        type=bounded_int(0, MAX_EXAMPLES),
         default=100,
-        help="misclassified digits shown in the report (default: %(default)s)",
+        help=f"misclassified digits shown in the report, 0..{MAX_EXAMPLES} (default: %(default)s)",
     )
-    parser.add_argument(
-        "--threads",
-        type=non_negative_int,
-        default=0,
-        help="FAISS (OpenMP) threads; 0 leaves FAISS's default (default: %(default)s)",
-    )
+    add_threads_argument(parser, used_by="FAISS (OpenMP)")
     return parser
 
 
+def options_from_args(args: argparse.Namespace) -> Options:
+    return Options(
+        k=args.k,
+        vote=args.vote,
+        accuracy_out=args.accuracy_out,
+        metrics_out=args.metrics_out,
+        ui_metadata_out=args.ui_metadata_out,
+        executor_input=args.executor_input,
+        html_out=args.html_out,
+        max_examples=args.max_examples,
+        threads=args.threads,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-
-    def work() -> int:
-        options = Options(
-            k=args.k,
-            vote=args.vote,
-            accuracy_out=args.accuracy_out,
-            metrics_out=args.metrics_out,
-            ui_metadata_out=args.ui_metadata_out,
-            executor_input=None if args.executor_input is None else parse_executor_input(args.executor_input),
-            html_out=args.html_out,
-            max_examples=args.max_examples,
-            threads=args.threads,
-        )
-        analyse(run_paths(args), options, Log(STEP, args.quiet))
-        return 0
-
-    return run_step(STEP, work)
+    return step_main(STEP, build_parser(), options_from_args, run, argv)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,7 @@
-"""k-nearest-neighbour classification of the queries through the FAISS index."""
+"""k-nearest-neighbour classification of the queries through the FAISS index.
+
+The vote itself is mnist_ct.artifacts.knn.knn_vote, the one the serving handler uses too.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +10,9 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
-from mnist_ct.artifacts import NUM_CLASSES
+from mnist_ct.artifacts.knn import UNANSWERED, VOTES, knn_vote
 
-VOTES = ("majority", "distance")
-UNANSWERED = -1  # a query the index returned no neighbour for (possible with IVF and few probes)
-_MIN_DISTANCE = 1e-6
+__all__ = ["UNANSWERED", "VOTES", "Neighbours", "predicted_labels", "search"]
 
 
 @dataclass
@@ -28,37 +29,7 @@ def search(index: faiss.Index, gallery_labels: np.ndarray, queries: np.ndarray, 
     return Neighbours(ids.astype(np.int64), scores, labels.astype(np.int64))
 
 
-def vote_weights(scores: np.ndarray, vote: str) -> np.ndarray:
-    """Weight of each neighbour: 1 for a majority vote; 1/(Euclidean distance) for a distance vote.
-
-    On unit vectors the Euclidean distance is sqrt(2 - 2 * inner product), so the distance vote
-    weighs neighbours as scikit-learn's KNeighborsClassifier(weights="distance") does.
-    """
-    if vote == "majority":
-        return np.ones_like(scores, dtype=np.float64)
-    if vote == "distance":
-        distance = np.sqrt(np.clip(2.0 - 2.0 * scores.astype(np.float64), 0.0, None))
-        return 1.0 / np.maximum(distance, _MIN_DISTANCE)
-    raise ValueError(f"unknown vote {vote!r}; choose one of {VOTES}")
-
-
-def predict(neighbours: Neighbours, vote: str) -> np.ndarray:
-    """The label each query gets: the class with the largest vote, ties to the class met first.
-
-    A tie (equal counts, or equal weight sums) goes to the class of the nearest neighbour among
-    the tied classes, so k=1 and every vote agree with the nearest neighbour. A query with no
-    neighbour at all gets UNANSWERED.
-    """
-    n, k = neighbours.labels.shape
-    valid = neighbours.labels >= 0
-    weights = np.where(valid, vote_weights(neighbours.scores, vote), 0.0)
-    totals = np.zeros((n, NUM_CLASSES), dtype=np.float64)
-    first_rank = np.full((n, NUM_CLASSES), k, dtype=np.int64)
-    rows = np.arange(n)
-    for rank in range(k - 1, -1, -1):
-        cls = np.where(valid[:, rank], neighbours.labels[:, rank], 0)
-        np.add.at(totals, (rows, cls), weights[:, rank])
-        first_rank[rows[valid[:, rank]], cls[valid[:, rank]]] = rank
-    # Largest total first; among equal totals the class whose first neighbour ranks highest.
-    best = np.lexsort((first_rank, -totals), axis=1)[:, 0]
-    return np.where(valid.any(axis=1), best, UNANSWERED).astype(np.int64)
+def predicted_labels(neighbours: Neighbours, vote: str) -> np.ndarray:
+    """The label each query gets from its neighbours' vote (knn_vote); UNANSWERED for a query with none."""
+    labels, _ = knn_vote(neighbours.labels, neighbours.scores, vote)
+    return labels

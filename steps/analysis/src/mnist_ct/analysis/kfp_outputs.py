@@ -13,12 +13,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import io
 import json
+import os
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mnist_ct.artifacts import UsageError
+from mnist_ct.artifacts import UsageError, fsync_dir, os_errors_named
 
 from .metrics import CLASSES, Evaluation
 
@@ -87,17 +92,94 @@ def executor_output(evaluation: Evaluation, executor_input: dict[str, Any]) -> d
     return {"artifacts": artifacts}
 
 
+def check_output_file(option: str, path: Path) -> Path:
+    """An output file path given on the command line: not a folder, and no file where a folder must be."""
+    path = Path(path)
+    named = f"{option} {path}" if option else str(path)
+    if path.is_dir():
+        raise UsageError(f"{named}: is a folder; give the path of the file to write")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UsageError(f"{named}: {parent} is a file, not a folder; give a path in a folder")
+            break
+    return path
+
+
+def check_writable(path: Path) -> None:
+    """Refuse, before any work, an output file whose volume is read-only or not ours (OSError naming it)."""
+    existing = next(p for p in (Path(path).parent, *Path(path).parent.parents) if p.exists())
+    if os.statvfs(existing).f_flag & os.ST_RDONLY:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OSError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+
+
+@contextlib.contextmanager
+def staged(files: dict[Path, bytes]) -> Iterator[None]:
+    """Write every file beside its place (fsynced) first; move them all into place when the block succeeds.
+
+    On any failure, in the writes or in the block, no file is left: neither the temporary ones nor the
+    parent folders made for them.
+    """
+    made: list[Path] = []
+    temporary: dict[Path, Path] = {}
+    try:
+        for path, data in files.items():
+            missing = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
+            with os_errors_named(path):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                made.extend(missing)
+                temporary[path] = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:12]}")
+                with open(temporary[path], "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+        yield
+        for path, temp in temporary.items():
+            with os_errors_named(path):
+                os.replace(temp, path)
+                fsync_dir(path.parent)
+        made.clear()
+    finally:
+        for temp in temporary.values():
+            temp.unlink(missing_ok=True)
+        for folder in sorted(set(made), key=lambda p: len(p.parts), reverse=True):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
+
 def parse_executor_input(text: str) -> dict[str, Any]:
+    """KFP's ExecutorInput, checked whole before any work (UsageError naming --executor-input)."""
+    placeholder = "pass KFP's executor input placeholder {{$}}"
     try:
         doc = json.loads(text)
-    except ValueError as e:
-        raise UsageError(
-            f"--executor-input is not JSON ({e}); pass KFP's executor input placeholder {{{{$}}}}"
-        ) from None
+    except (ValueError, RecursionError) as e:
+        reason = str(e) if isinstance(e, ValueError) else "nested too deeply"
+        raise UsageError(f"--executor-input is not JSON ({reason}); {placeholder}") from None
     if not isinstance(doc, dict):
-        raise UsageError("--executor-input must be a JSON object (KFP's ExecutorInput)")
-    executor_output_path(doc)
+        raise UsageError(f"--executor-input must be a JSON object (KFP's ExecutorInput); {placeholder}")
+    outputs = doc.get("outputs")
+    if outputs is not None and not isinstance(outputs, dict):
+        raise UsageError(f"--executor-input: outputs must be an object; {placeholder}")
+    artifacts = (outputs or {}).get("artifacts")
+    if artifacts is None:
+        artifacts = {}
+    if not isinstance(artifacts, dict) or not all(_artifact_list(listed) for listed in artifacts.values()):
+        raise UsageError(
+            '--executor-input: outputs.artifacts must map each name to {"artifacts": [{"type": {...}}, ...]}; '
+            + placeholder
+        )
+    check_output_file("--executor-input outputs.outputFile", executor_output_path(doc))
     return doc
+
+
+def _artifact_list(listed: Any) -> bool:
+    if listed is None:
+        return True
+    if not isinstance(listed, dict) or not isinstance(listed.get("artifacts", []), list):
+        return False
+    return all(isinstance(a, dict) and isinstance(a.get("type") or {}, dict) for a in listed.get("artifacts", []))
 
 
 def confusion_rows_csv(evaluation: Evaluation) -> str:

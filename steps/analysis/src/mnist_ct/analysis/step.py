@@ -1,4 +1,4 @@
-"""The step's edges: read index, embeddings and data set; classify; publish metrics and the report."""
+"""The step, top to bottom: read index, embeddings and data set; classify; publish metrics and the report."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import faiss
 import numpy as np
 
 from mnist_ct.artifacts import (
+    MAX_THREADS,
     ArtifactError,
     Embeddings,
     Log,
@@ -19,8 +20,7 @@ from mnist_ct.artifacts import (
     RunPaths,
     Split,
     UsageError,
-    atomic_write_bytes,
-    atomic_write_json,
+    os_errors_named,
     publish,
     read_embeddings,
     read_split,
@@ -28,7 +28,7 @@ from mnist_ct.artifacts import (
 )
 
 from . import kfp_outputs
-from .classify import Neighbours, predict, search
+from .classify import VOTES, Neighbours, predicted_labels, search
 from .index_artifact import IndexArtifact, read_index
 from .lineage import LineageEntry, trace
 from .metrics import Evaluation, confusion_csv, evaluate
@@ -37,9 +37,11 @@ from .report import Misclassified, ReportData, confusion_figure, projection_figu
 STEP = "analysis"
 ANALYSIS_KIND = "analysis"
 GALLERY, QUERIES = "train", "test"
+MAX_K = 1024  # a vote over more neighbours than this no longer says much about the nearest ones
+MAX_EXAMPLES = 10_000  # misclassified digits shown in the report (each one an inline PNG)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Options:
     k: int = 1
     vote: str = "majority"
@@ -49,7 +51,38 @@ class Options:
     executor_input: dict[str, Any] | None = None  # KFP's ExecutorInput ({{$}}), parsed
     html_out: Path | None = None
     max_examples: int = 100
-    threads: int = 0  # 0: FAISS's own default
+    threads: int = 0  # FAISS (OpenMP) threads; 0: every core this process may use
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.k <= MAX_K:
+            raise UsageError(f"--k {self.k}: give 1..{MAX_K} neighbours per query")
+        if self.vote not in VOTES:
+            raise UsageError(f"--vote {self.vote!r}: choose one of {', '.join(VOTES)}")
+        if not 0 <= self.max_examples <= MAX_EXAMPLES:
+            raise UsageError(f"--max-examples {self.max_examples}: give 0..{MAX_EXAMPLES}")
+        if not 0 <= self.threads <= MAX_THREADS:
+            raise UsageError(f"--threads {self.threads}: give 0..{MAX_THREADS} (0: every core this process may use)")
+        if self.executor_input is not None:
+            kfp_outputs.parse_executor_input(json.dumps(self.executor_input))
+        seen: dict[Path, str] = {}
+        for option, path in self.output_files().items():
+            kfp_outputs.check_output_file(option, path)
+            where = Path(path).absolute()
+            if where in seen:
+                raise UsageError(f"{option} and {seen[where]} are both {path}; give each output its own file")
+            seen[where] = option
+
+    def output_files(self) -> dict[str, Path]:
+        """Every file written outside the artifact, by the option that names it."""
+        files = {
+            "--accuracy-out": self.accuracy_out,
+            "--metrics-out": self.metrics_out,
+            "--ui-metadata-out": self.ui_metadata_out,
+            "--html-out": self.html_out,
+        }
+        if self.executor_input is not None:
+            files["--executor-input outputs.outputFile"] = kfp_outputs.executor_output_path(self.executor_input)
+        return {option: Path(path) for option, path in files.items() if path is not None}
 
 
 @dataclass
@@ -76,11 +109,16 @@ def read_inputs(paths: RunPaths) -> Inputs:
             f"{paths.index}: built from other embeddings than {paths.embeddings} holds now "
             "(manifest sha256 differs); rerun train_faiss"
         )
-    queries = splits[QUERIES]
+    gallery, queries = splits[GALLERY], splits[QUERIES]
+    if gallery.vectors.shape[1] != queries.vectors.shape[1]:
+        raise ArtifactError(
+            f"{paths.embeddings}: train and test embeddings differ in dimension "
+            f"({gallery.vectors.shape[1]} vs {queries.vectors.shape[1]}); rerun the embedding step"
+        )
     if index.dim != queries.vectors.shape[1]:
         raise ArtifactError(
-            f"{paths.index}: index dimension {index.dim} but the query embeddings have "
-            f"{queries.vectors.shape[1]}; rerun train_faiss"
+            f"{paths.index / 'index.faiss'} has dimension {index.dim} but {paths.embeddings / 'test.npy'} has "
+            f"{queries.vectors.shape[1]}; they come from different models: rerun train_faiss"
         )
     data_manifest, test = read_split(paths.dataset, QUERIES, mmap=True)
     recorded = emb_manifest.inputs.get("dataset")
@@ -94,7 +132,7 @@ def read_inputs(paths: RunPaths) -> Inputs:
             f"{paths.dataset}: the test split ({len(test)} digits) does not match the test embeddings "
             f"({len(queries)}) digit for digit; rerun the embedding step"
         )
-    return Inputs(emb_manifest, splits[GALLERY], queries, index, data_manifest, test)
+    return Inputs(emb_manifest, gallery, queries, index, data_manifest, test)
 
 
 def pick_misclassified(
@@ -150,16 +188,17 @@ def metrics_document(
     }
 
 
-def analyse(paths: RunPaths, options: Options, log: Log) -> Evaluation:
+def run(paths: RunPaths, options: Options, log: Log) -> None:
     """Classify every test embedding by k-NN in the index, publish the analysis, write the KFP outputs."""
-    if options.threads > 0:
-        faiss.omp_set_num_threads(thread_count(options.threads))
+    for path in options.output_files().values():
+        kfp_outputs.check_writable(path)
+    faiss.omp_set_num_threads(thread_count(options.threads))
     inputs = read_inputs(paths)
     ntotal = int(inputs.index.index.ntotal)
     if options.k > ntotal:
-        raise UsageError(f"--k {options.k} is more than the {ntotal} vectors in the index")
+        raise UsageError(f"--k {options.k} is more than the {ntotal} vectors in the index {paths.index}")
     neighbours = search(inputs.index.index, inputs.index.labels, np.asarray(inputs.queries.vectors), options.k)
-    evaluation = evaluate(inputs.queries.labels, predict(neighbours, options.vote))
+    evaluation = evaluate(inputs.queries.labels, predicted_labels(neighbours, options.vote))
 
     lineage = trace(
         paths,
@@ -196,10 +235,15 @@ def analyse(paths: RunPaths, options: Options, log: Log) -> Evaluation:
         "embeddings": inputs.embeddings_manifest.digest,
         "dataset": inputs.data_manifest.digest,
     }
-    with publish(paths.analysis, ANALYSIS_KIND, Producer.of(STEP), inputs=upstream) as staging:
-        (staging.path / "metrics.json").write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
-        (staging.path / "confusion_matrix.csv").write_text(confusion_csv(evaluation.confusion))
-        (staging.path / "report.html").write_text(report, encoding="utf-8")
+    # The KFP files are written beside their places first and moved in only once the artifact is published:
+    # a full disk on either side leaves neither.
+    with (
+        kfp_outputs.staged(kfp_files(options, evaluation, report)),
+        publish(paths.analysis, ANALYSIS_KIND, Producer.of(STEP), inputs=upstream) as staging,
+    ):
+        write_file(staging.path / "metrics.json", (json.dumps(document, indent=2, sort_keys=True) + "\n").encode())
+        write_file(staging.path / "confusion_matrix.csv", confusion_csv(evaluation.confusion).encode())
+        write_file(staging.path / "report.html", report.encode("utf-8"))
         staging.meta.update(
             {
                 "accuracy": evaluation.accuracy,
@@ -209,26 +253,34 @@ def analyse(paths: RunPaths, options: Options, log: Log) -> Evaluation:
                 "errors": evaluation.errors,
             }
         )
-    write_kfp_outputs(options, evaluation, report)
     log(
         f"accuracy {evaluation.accuracy:.4f} ({options.k}-NN, {options.vote} vote) on {len(evaluation.y_true)} "
         f"queries, {evaluation.errors} errors -> {paths.analysis}"
     )
-    return evaluation
 
 
-def write_kfp_outputs(options: Options, evaluation: Evaluation, report: str) -> None:
-    """The files KFP reads back, each written atomically (parent folders created)."""
+def write_file(path: Path, data: bytes) -> None:
+    """Write `data` to `path`; an OS error names the path (a failed write() alone does not say which file)."""
+    with os_errors_named(path), open(path, "wb") as f:
+        f.write(data)
+
+
+def kfp_files(options: Options, evaluation: Evaluation, report: str) -> dict[Path, bytes]:
+    """The files KFP reads back, by path, with their content."""
+
+    def as_json(obj: Any) -> bytes:
+        return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
+
+    files: dict[Path, bytes] = {}
     if options.accuracy_out:
-        atomic_write_bytes(options.accuracy_out, kfp_outputs.accuracy_text(evaluation.accuracy))
+        files[options.accuracy_out] = kfp_outputs.accuracy_text(evaluation.accuracy)
     if options.metrics_out:
-        atomic_write_json(options.metrics_out, kfp_outputs.mlpipeline_metrics(evaluation))
+        files[options.metrics_out] = as_json(kfp_outputs.mlpipeline_metrics(evaluation))
     if options.ui_metadata_out:
-        atomic_write_json(options.ui_metadata_out, kfp_outputs.ui_metadata(evaluation, options.k, options.vote, report))
+        files[options.ui_metadata_out] = as_json(kfp_outputs.ui_metadata(evaluation, options.k, options.vote, report))
     if options.executor_input is not None:
-        atomic_write_json(
-            kfp_outputs.executor_output_path(options.executor_input),
-            kfp_outputs.executor_output(evaluation, options.executor_input),
-        )
+        path = kfp_outputs.executor_output_path(options.executor_input)
+        files[path] = as_json(kfp_outputs.executor_output(evaluation, options.executor_input))
     if options.html_out:
-        atomic_write_bytes(options.html_out, report.encode("utf-8"))
+        files[options.html_out] = report.encode("utf-8")
+    return files

@@ -1,12 +1,21 @@
-"""python -m mnist_ct.train_faiss: argument parsing and exit codes only."""
+"""python -m mnist_ct.train_faiss: the argument parser; the step itself is step.py."""
 
 from __future__ import annotations
 
 import argparse
 
-from mnist_ct.artifacts import Log, add_run_arguments, non_negative_int, positive_int, run_paths, run_step
+from mnist_ct.artifacts import UsageError, add_run_arguments, add_threads_argument, bounded_int, step_main
 
-from .step import STEP, Options, train_faiss
+from .factory import LISTS, SUPPORTED, parse_factory
+from .step import MAX_EF_SEARCH, STEP, Options, run
+
+
+def factory_string(text: str) -> str:
+    """argparse type: a factory string of the grammar in factory.py (FAISS probes it once Options are built)."""
+    try:
+        return parse_factory(text).text
+    except UsageError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("--index ")) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,37 +27,36 @@ def build_parser() -> argparse.ArgumentParser:
             "Reads <model-root>/runs/R/embeddings; writes <model-root>/runs/R/index/{index.faiss,labels.npy,"
             "index.json}."
         ),
+        epilog="Exit codes: 0 done, 2 bad usage, 3 bad input, 5 the environment (disk full, read-only volume).",
     )
     add_run_arguments(parser)
     parser.add_argument(
         "--index",
+        type=factory_string,
         default="Flat",
-        help="FAISS index_factory string: Flat (exact, default), HNSW32, IVF64,Flat, IVF64,PQ8, OPQ8,IVF64,PQ8, ...",
+        metavar="SPEC",
+        help=f"FAISS index_factory string: {SUPPORTED} (default: %(default)s)",
     )
     parser.add_argument(
         "--nprobe",
-        type=positive_int,
-        help="IVF only: inverted lists searched per query (default: about sqrt(nlist), at most nlist)",
+        type=bounded_int(1, LISTS[1]),
+        help="IVF only: inverted lists searched per query, at most the index's lists (default: about sqrt(lists))",
     )
-    parser.add_argument("--ef-search", type=positive_int, help="HNSW only: search beam width efSearch (default: 64)")
     parser.add_argument(
-        "--threads",
-        type=non_negative_int,
-        default=0,
-        help="FAISS (OpenMP) threads; 0 leaves FAISS's default, every core it sees (default: %(default)s)",
+        "--ef-search",
+        type=bounded_int(1, MAX_EF_SEARCH),
+        help=f"HNSW only: search beam width efSearch, 1..{MAX_EF_SEARCH} (default: 64)",
     )
+    add_threads_argument(parser, used_by="FAISS (OpenMP)")
     return parser
 
 
+def options_from_args(args: argparse.Namespace) -> Options:
+    return Options(index=args.index, nprobe=args.nprobe, ef_search=args.ef_search, threads=args.threads)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    options = Options(index=args.index, nprobe=args.nprobe, ef_search=args.ef_search, threads=args.threads)
-
-    def work() -> int:
-        train_faiss(run_paths(args), options, Log(STEP, args.quiet))
-        return 0
-
-    return run_step(STEP, work)
+    return step_main(STEP, build_parser(), options_from_args, run, argv)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,13 @@
 """Build a FAISS index over unit-length embeddings and measure it against exact search.
 
-Pure functions over numpy arrays; files are read and written in `step.py`.
+Plain functions over numpy arrays; files are read and written in `step.py`, factory strings parsed
+and checked in `factory.py`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import os
-import re
 import tempfile
 import time
 from collections.abc import Iterator
@@ -19,22 +18,14 @@ import numpy as np
 
 from mnist_ct.artifacts import UsageError
 
+from .factory import FactorySpec, default_nprobe, faiss_reason
+
 METRIC = "inner_product"
 DEFAULT_EF_SEARCH = 64
 RECALL_KS = (1, 10)
 # Recomputed inner products of the same pair differ by float rounding only; a neighbour this close
 # to the exact nearest one is as good as it (ties are not misses).
 TIE_TOLERANCE = 1e-5
-
-_FAISS_REASON = re.compile(r"at \S+:\d+: (?:Error: '.*?' failed: )?(.*)$", re.DOTALL)
-
-
-def faiss_reason(err: BaseException) -> str:
-    """The human part of a FAISS C++ exception message, on one line."""
-    text = str(err).strip()
-    match = _FAISS_REASON.search(text)
-    reason = match.group(1) if match else text
-    return " ".join(reason.split())
 
 
 @contextlib.contextmanager
@@ -54,72 +45,52 @@ def native_stderr(lines: list[str]) -> Iterator[None]:
                     lines.append(line.strip())
 
 
-def make_index(spec: str, dim: int) -> faiss.Index:
-    """An empty index from a factory string, inner-product metric; a bad string is a UsageError."""
+def make_index(spec: FactorySpec, dim: int) -> faiss.Index:
+    """An empty inner-product index; a string FAISS refuses for this dimension is a UsageError."""
     try:
-        return faiss.index_factory(dim, spec, faiss.METRIC_INNER_PRODUCT)
+        return faiss.index_factory(dim, spec.text, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as e:
-        raise UsageError(
-            f"--index {spec!r} is not a FAISS factory string faiss can build for dimension {dim} "
-            f"({faiss_reason(e)}); try Flat, HNSW32, IVF64,Flat or IVF64,PQ8"
-        ) from None
+        raise UsageError(f"--index {spec.text}: FAISS cannot make it for dimension {dim} ({faiss_reason(e)})") from None
 
 
-def ivf_lists(index: faiss.Index) -> int | None:
-    """Number of inverted lists of an IVF index (also inside a pre-transform), else None."""
-    try:
-        return int(faiss.extract_index_ivf(index).nlist)
-    except RuntimeError:
-        return None
+def search_params(spec: FactorySpec, nprobe: int | None, ef_search: int | None) -> dict[str, int]:
+    """The search-time parameters of `spec`: the ones given, else nprobe about sqrt(nlist), efSearch 64."""
+    params: dict[str, int] = {}
+    if spec.lists is not None:
+        params["nprobe"] = nprobe if nprobe is not None else default_nprobe(spec.lists)
+    if spec.hnsw_m is not None:
+        params["efSearch"] = ef_search if ef_search is not None else DEFAULT_EF_SEARCH
+    return params
 
 
-def _set(index: faiss.Index, name: str, value: int) -> bool:
-    try:
-        faiss.ParameterSpace().set_index_parameter(index, name, value)
-    except RuntimeError:
-        return False
-    return True
-
-
-def set_search_params(index: faiss.Index, spec: str, nprobe: int | None, ef_search: int | None) -> dict[str, int]:
-    """Apply the search-time parameters that fit the index; they are saved with it.
-
-    Defaults: nprobe about sqrt(nlist) for IVF indexes, efSearch 64 for HNSW. A parameter given
-    explicitly that the index does not have is a UsageError.
-    """
-    applied: dict[str, int] = {}
-    nlist = ivf_lists(index)
-    if nprobe is not None or nlist is not None:
-        value = nprobe if nprobe is not None else max(1, round(math.sqrt(nlist or 1)))
-        if nlist is not None:
-            value = min(value, nlist)
-        if _set(index, "nprobe", value):
-            applied["nprobe"] = value
-        elif nprobe is not None:
-            raise UsageError(f"--nprobe applies to IVF indexes only; --index {spec!r} has no inverted lists")
-    value = ef_search if ef_search is not None else DEFAULT_EF_SEARCH
-    if _set(index, "efSearch", value):
-        applied["efSearch"] = value
-    elif ef_search is not None:
-        raise UsageError(f"--ef-search applies to HNSW indexes only; --index {spec!r} has no HNSW graph")
-    return applied
+def apply_search_params(index: faiss.Index, params: dict[str, int]) -> None:
+    """Set them on the index (they are saved with it)."""
+    space = faiss.ParameterSpace()
+    for name, value in params.items():
+        space.set_index_parameter(index, name, value)
 
 
 @dataclass
 class BuiltIndex:
     index: faiss.Index
-    spec: str
+    spec: FactorySpec
     build_seconds: float
     search_params: dict[str, int]
     warnings: list[str] = field(default_factory=list)
 
 
-def build_index(gallery: np.ndarray, spec: str, nprobe: int | None = None, ef_search: int | None = None) -> BuiltIndex:
-    """Train (when the index type needs it) and fill an inner-product index with `gallery`."""
-    spec = spec.strip()
+def build_index(
+    gallery: np.ndarray, spec: FactorySpec, nprobe: int | None = None, ef_search: int | None = None
+) -> BuiltIndex:
+    """Train (when the index type needs it) and fill an inner-product index with `gallery`.
+
+    `spec.check_fits` has refused what depends on the data; a FAISS error left is still one UsageError.
+    """
     gallery = np.ascontiguousarray(gallery, dtype=np.float32)
+    spec.check_fits(gallery.shape[1], len(gallery))
     index = make_index(spec, gallery.shape[1])
-    params = set_search_params(index, spec, nprobe, ef_search)
+    params = search_params(spec, nprobe, ef_search)
+    apply_search_params(index, params)
     warnings: list[str] = []
     start = time.perf_counter()
     try:
@@ -129,7 +100,7 @@ def build_index(gallery: np.ndarray, spec: str, nprobe: int | None = None, ef_se
             index.add(gallery)
     except RuntimeError as e:
         raise UsageError(
-            f"--index {spec!r} cannot be built over {len(gallery)} gallery vectors of dimension "
+            f"--index {spec.text} cannot be built over {len(gallery)} gallery vectors of dimension "
             f"{gallery.shape[1]}: {faiss_reason(e)}"
         ) from None
     seconds = time.perf_counter() - start
