@@ -256,7 +256,7 @@ def test_bad_input_a_short_write_without_a_path_is_reported_as_a_full_disk_namin
         with publish(tmp_path / "ds", "dataset", PRODUCER):
             raise OSError("47040 requested and 12160 written")  # what np.save raises on a full disk
     assert e.value.errno == errno.ENOSPC and e.value.filename == str(tmp_path / "ds")
-    assert "12160 written" in e.value.strerror
+    assert "12160 written" in str(e.value.strerror)
 
 
 def test_bad_input_a_root_below_a_file_is_refused_before_anything_runs(tmp_path):

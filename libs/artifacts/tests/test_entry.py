@@ -91,7 +91,8 @@ def test_a_bug_is_one_line_with_where_the_traceback_went(capsys, tmp_path, monke
 
 def test_debug_prints_the_traceback(capsys, monkeypatch):
     monkeypatch.setenv("MNIST_CT_DEBUG", "1")
-    assert error_boundary("analysis", lambda: {}["x"]) == EXIT_BUG
+    empty: dict[str, int] = {}
+    assert error_boundary("analysis", lambda: empty["x"]) == EXIT_BUG
     assert "Traceback (most recent call last)" in capsys.readouterr().err
 
 

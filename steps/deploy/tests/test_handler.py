@@ -175,7 +175,8 @@ def test_module_entry_point_loads_once_from_model_dir(service, monkeypatch):
 
     monkeypatch.setattr(handler, "_service", service)
     assert handler.handle(None, Context()) is None
-    assert handler.handle([{"body": bytearray(b"x")}], RecordingContext())[0]["code"] == 400
+    answers = handler.handle([{"body": bytearray(b"x")}], RecordingContext())
+    assert answers is not None and answers[0]["code"] == 400
 
 
 # The one vote table (mnist_ct.artifacts.testing.KNN_VOTE_CASES, also run against knn_vote itself, which analysis

@@ -92,6 +92,7 @@ def server(runs, tmp_path_factory):
     try:
         line = ""
         deadline = time.monotonic() + 300
+        assert proc.stderr is not None
         while "serving" not in line and time.monotonic() < deadline:
             line = proc.stderr.readline()
             assert line or proc.poll() is None, "serve exited before it was ready"

@@ -98,7 +98,7 @@ def test_bad_input_data_root_is_a_file(tmp_path, capsys):
     [
         ({"thresholds": Thresholds(mean_bounds=(0.5, 0.1))}, "--mean-bounds: LOW 0.5 is above HIGH 0.1"),
         ({"thresholds": Thresholds(std_bounds=(0.2, 0.1))}, "--std-bounds: LOW 0.2 is above HIGH 0.1"),
-        ({"thresholds": Thresholds(std_bounds=(0.2,))}, "--std-bounds: give LOW HIGH, got [0.2]"),
+        ({"thresholds": Thresholds(std_bounds=(0.2,))}, "--std-bounds: give LOW HIGH, got [0.2]"),  # type: ignore[arg-type]
         ({"thresholds": Thresholds(mean_bounds=(float("nan"), 0.5))}, "--mean-bounds LOW nan: must be in [0, 1]"),
         ({"thresholds": Thresholds(max_leakage=2.0)}, "--max-leakage 2.0: must be in [0, 1]"),
         ({"thresholds": Thresholds(drift_tolerance=-1.0)}, "--drift-tolerance -1.0: must be in [0, 1]"),

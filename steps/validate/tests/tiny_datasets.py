@@ -48,5 +48,5 @@ def write_raw(data_root: Path, splits: dict[str, Arrays], run_id: str = "r1", me
             if labels.dtype.kind in "iu" and labels.ndim == 1
         }
         if meta is not None:
-            staging.meta = meta  # a hand-made manifest: anything may be there
+            staging.meta = meta  # type: ignore[assignment]  # a hand-made manifest: anything may be there
     return folder

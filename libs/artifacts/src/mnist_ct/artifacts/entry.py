@@ -154,10 +154,13 @@ def _signals_unwind() -> Iterator[None]:
         raise Terminated()
 
     previous = signal.signal(signal.SIGTERM, terminate)
+    # A shell's background job starts with SIGINT ignored; a step still unwinds on it (exit 130).
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
 
 
 @contextmanager
