@@ -1,9 +1,10 @@
 """Run one mnist-ct step that stops itself (SIGSTOP) at a chosen moment of publishing, for the fault suite.
 
-    <step venv>/bin/python frozen_step.py POINT STEP [step arguments...]
+    <step venv>/bin/python frozen_step.py POINT[,POINT...] STEP [step arguments...]
 
 The test waits until the process is stopped, looks at what is on disk while it is frozen there, then
-SIGKILLs it, as a node failure or an OOM kill would. The points are the moments of
+SIGKILLs it, as a node failure or an OOM kill would, or lets it go on (SIGCONT) to its next point.
+Each point stops the step once, the first time it is reached. The points are the moments of
 mnist_ct.artifacts' publish (and deploy's live archive) where a kill could leave a partial artifact:
 
 - writing:   a file is being written into the hidden `.<name>.staging-*` folder (created, still empty)
@@ -23,11 +24,24 @@ import io
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 
 def freeze() -> None:
     os.kill(os.getpid(), signal.SIGSTOP)
+
+
+def once(stop: Callable[[], None]) -> Callable[[], None]:
+    """`stop`, the first time only."""
+    done = []
+
+    def first() -> None:
+        if not done:
+            done.append(True)
+            stop()
+
+    return first
 
 
 def staged(path: object) -> bool:
@@ -40,41 +54,42 @@ def staged(path: object) -> bool:
 def arm(point: str) -> None:
     import mnist_ct.artifacts.manifest as manifest
 
+    stop = once(freeze)
     if point == "writing":
         real_open = io.open
 
-        def open_(file, mode="r", *args, **kwargs):  # type: ignore[no-untyped-def]
+        def open_(file, mode="r", *args, **kwargs):
             f = real_open(file, mode, *args, **kwargs)
             if set(mode) & set("wax") and staged(file):
-                freeze()
+                stop()
             return f
 
         builtins.open = io.open = open_
     elif point == "manifest":
         real_write = manifest.atomic_write_bytes
 
-        def write(path, data):  # type: ignore[no-untyped-def]
+        def write(path, data):
             if Path(path).name == manifest.MANIFEST and staged(Path(path).parent):
-                freeze()
+                stop()
             return real_write(path, data)
 
         manifest.atomic_write_bytes = write
     elif point == "rename":
         real_rename = os.rename
 
-        def rename(src, dst, *args, **kwargs):  # type: ignore[no-untyped-def]
+        def rename(src, dst, *args, **kwargs):
             if ".staging-" in Path(os.fsdecode(src)).name:
-                freeze()
+                stop()
             return real_rename(src, dst, *args, **kwargs)
 
         os.rename = rename
     elif point == "live":
         real_replace = os.replace
 
-        def replace(src, dst, *args, **kwargs):  # type: ignore[no-untyped-def]
+        def replace(src, dst, *args, **kwargs):
             dst_path = Path(os.fsdecode(dst))
             if dst_path.parent.name == "model-store" and dst_path.suffix == ".mar":
-                freeze()
+                stop()
             return real_replace(src, dst, *args, **kwargs)
 
         os.replace = replace
@@ -83,8 +98,9 @@ def arm(point: str) -> None:
 
 
 def main() -> int:
-    point, step, *argv = sys.argv[1:]
-    arm(point)
+    points, step, *argv = sys.argv[1:]
+    for point in points.split(","):
+        arm(point)
     return importlib.import_module(f"mnist_ct.{step}.__main__").main(argv)
 
 

@@ -8,8 +8,8 @@ from conftest import fake_digest, lock_with, pinned_lock
 from mnist_ct.orchestration.__main__ import main
 from mnist_ct.orchestration.compiling import verify
 from mnist_ct.orchestration.errors import OrchestrationError
-from mnist_ct.orchestration.lock import STEPS, write_lock
-from mnist_ct.orchestration.pipeline import DEV_MARKER
+from mnist_ct.orchestration.lock import write_lock
+from mnist_ct.orchestration.pipeline import DEV_MARKER, ORDER
 from mnist_ct.orchestration.spec import CompiledPipeline, load, parse
 
 
@@ -27,10 +27,10 @@ def rewrite(path: Path, tmp_path: Path, change) -> Path:
 
 
 def problems_of(path: Path, dev: bool = False) -> list[str]:
-    lock = lock_with(dict.fromkeys(STEPS)) if dev else pinned_lock()
+    lock = lock_with(dict.fromkeys(ORDER)) if dev else pinned_lock()
     with pytest.raises(OrchestrationError) as e:
         verify(path, lock, dev)
-    return [str(e.value), *e.value.problems]
+    return [e.value.message, *e.value.problems]
 
 
 def test_strict_compile_pins_every_image_to_the_lock(tmp_path, pinned_lock_file, capsys):
@@ -40,7 +40,7 @@ def test_strict_compile_pins_every_image_to_the_lock(tmp_path, pinned_lock_file,
     compiled = load(out)
     lock = json.loads(pinned_lock_file.read_text())["packages"]
     images = {e["container"]["command"][2]: e["container"]["image"] for e in compiled.executors.values()}
-    assert images == {f"mnist_ct.{s}": f"{lock[s]['image']}@{fake_digest(s)}" for s in STEPS}
+    assert images == {f"mnist_ct.{s}": f"{lock[s]['image']}@{fake_digest(s)}" for s in ORDER}
     assert not compiled.description.startswith(DEV_MARKER)
 
 
@@ -49,7 +49,7 @@ def test_strict_compile_without_digests_names_every_unpinned_step(tmp_path, unpi
     assert main(["compile", "-o", str(out), "--lock", str(unpinned_lock_file)]) == 3
     err = capsys.readouterr().err
     assert "7 step(s) not pinned by digest" in err
-    for step in STEPS:
+    for step in ORDER:
         assert f"step {step}: " in err
     assert not out.exists()
 
@@ -57,7 +57,7 @@ def test_strict_compile_without_digests_names_every_unpinned_step(tmp_path, unpi
 def test_strict_compile_names_only_the_steps_without_digest(tmp_path, capsys):
     lock = pinned_lock()
     lock_path = tmp_path / "lock.json"
-    partial = lock_with({**{s: fake_digest(s) for s in STEPS}, "validate": None, "deploy": None})
+    partial = lock_with({**{s: fake_digest(s) for s in ORDER}, "validate": None, "deploy": None})
     write_lock(partial, lock_path)
     assert lock.content_hash() != partial.content_hash()
     assert main(["compile", "-o", str(tmp_path / "p.yaml"), "--lock", str(lock_path)]) == 3
@@ -81,7 +81,7 @@ def test_a_tag_only_image_in_the_lock_is_an_error_naming_the_step(tmp_path, caps
 
 def test_a_tag_in_the_digest_field_is_an_error_naming_the_step(tmp_path, capsys):
     lock_path = tmp_path / "lock.json"
-    write_lock(lock_with({**{s: fake_digest(s) for s in STEPS}, "analysis": "0.1.0"}), lock_path)
+    write_lock(lock_with({**{s: fake_digest(s) for s in ORDER}, "analysis": "0.1.0"}), lock_path)
     assert main(["compile", "-o", str(tmp_path / "p.yaml"), "--lock", str(lock_path)]) == 3
     err = capsys.readouterr().err
     assert "step analysis: ghcr.io/mnist-ct/mnist-ct-analysis: digest '0.1.0' is not sha256:<64 hex digits>" in err
@@ -99,7 +99,7 @@ def test_a_step_missing_from_the_lock_is_an_error_naming_it(tmp_path, capsys):
 
 def test_dev_compile_uses_tags_where_unpinned_and_is_marked_not_releasable(tmp_path, capsys):
     lock_path = tmp_path / "lock.json"
-    write_lock(lock_with({**dict.fromkeys(STEPS), "deploy": fake_digest("deploy")}), lock_path)
+    write_lock(lock_with({**dict.fromkeys(ORDER), "deploy": fake_digest("deploy")}), lock_path)
     out = tmp_path / "dev.yaml"
     assert main(["compile", "--dev", "-o", str(out), "--lock", str(lock_path)]) == 0
     compiled = load(out)
@@ -281,6 +281,6 @@ def test_the_design_checks_catch_a_missing_condition_and_caching(strict_yaml, tm
 
 
 def test_a_dev_build_passes_its_own_checks(dev_yaml):
-    compiled = verify(dev_yaml, lock_with(dict.fromkeys(STEPS)), dev=True)
+    compiled = verify(dev_yaml, lock_with(dict.fromkeys(ORDER)), dev=True)
     assert isinstance(compiled, CompiledPipeline)
     assert parse(dev_yaml.read_text()).description.startswith(DEV_MARKER)

@@ -9,7 +9,8 @@ import yaml
 from conftest import fake_digest, lock_with, release
 
 from mnist_ct.orchestration.__main__ import main
-from mnist_ct.orchestration.lock import STEPS, read_lock, write_lock
+from mnist_ct.orchestration.lock import read_lock, write_lock
+from mnist_ct.orchestration.pipeline import ORDER
 from mnist_ct.orchestration.release import version_name
 
 TOKEN = "tok-3f9a-never-print-me"
@@ -37,7 +38,7 @@ def test_first_release_creates_the_pipeline_with_one_lock_named_version(api, pin
     ]
     uploaded = next(yaml.safe_load_all(api.state.uploads[-1]))
     images = sorted(e["container"]["image"] for e in uploaded["deploymentSpec"]["executors"].values())
-    assert images == sorted(f"{read_lock(pinned_lock_file).packages[s].image}@{fake_digest(s)}" for s in STEPS)
+    assert images == sorted(f"{read_lock(pinned_lock_file).packages[s].image}@{fake_digest(s)}" for s in ORDER)
     assert f"created pipeline mnist-ct (pipeline-0001) and version {name}" in capsys.readouterr().out
 
 
@@ -54,7 +55,7 @@ def test_releasing_the_same_lock_again_uploads_nothing_and_says_so(api, pinned_l
 def test_a_changed_lock_uploads_a_new_version(api, pinned_lock_file, tmp_path):
     assert release(api, pinned_lock_file) == 0
     changed = tmp_path / "changed.json"
-    write_lock(lock_with({**{s: fake_digest(s) for s in STEPS}, "train_model": fake_digest("train_model v2")}), changed)
+    write_lock(lock_with({**{s: fake_digest(s) for s in ORDER}, "train_model": fake_digest("train_model v2")}), changed)
     assert release(api, changed) == 0
     [pid] = api.state.versions
     names = [v["display_name"] for v in api.state.versions[pid]]
@@ -120,7 +121,7 @@ def test_a_dev_build_is_refused_before_anything_is_sent(api, pinned_lock_file, d
 
 def test_an_unpinned_lock_is_refused_naming_the_steps(api, tmp_path, capsys):
     lock_file = tmp_path / "lock.json"
-    write_lock(lock_with({**{s: fake_digest(s) for s in STEPS}, "deploy": None}), lock_file)
+    write_lock(lock_with({**{s: fake_digest(s) for s in ORDER}, "deploy": None}), lock_file)
     assert release(api, lock_file) == 3
     assert "1 step(s) not pinned by digest in the image lock: deploy" in capsys.readouterr().err
     assert api.state.requests == []
@@ -129,7 +130,7 @@ def test_an_unpinned_lock_is_refused_naming_the_steps(api, tmp_path, capsys):
 def test_a_released_package_must_match_the_lock(api, pinned_lock_file, strict_yaml, tmp_path, capsys):
     assert release(api, pinned_lock_file, "--package", str(strict_yaml)) == 0  # compiled from the same lock
     other = tmp_path / "other.json"
-    write_lock(lock_with({**{s: fake_digest(s) for s in STEPS}, "validate": fake_digest("v2")}), other)
+    write_lock(lock_with({**{s: fake_digest(s) for s in ORDER}, "validate": fake_digest("v2")}), other)
     assert release(api, other, "--package", str(strict_yaml)) == 3
     assert "step validate (exec-validate): image" in capsys.readouterr().err
 
@@ -143,7 +144,7 @@ def test_an_unknown_parameter_is_refused_before_anything_is_sent(api, pinned_loc
 def test_an_api_error_is_one_line_with_exit_code_4(api, pinned_lock_file, tmp_path, capsys):
     assert release(api, pinned_lock_file) == 0
     changed = tmp_path / "changed.json"
-    write_lock(lock_with({**{s: fake_digest(s) for s in STEPS}, "deploy": fake_digest("deploy v2")}), changed)
+    write_lock(lock_with({**{s: fake_digest(s) for s in ORDER}, "deploy": fake_digest("deploy v2")}), changed)
     api.failures[("POST", "/pipelines/upload_version")] = (503, "database is locked")
     capsys.readouterr()
     assert release(api, changed) == 4

@@ -1,40 +1,22 @@
 """`mnist-ct run-local` end to end with the real step packages on mnist-5k (small: --limit-per-class).
 
-Needs every step installed beside orchestration (as in `nox -s pipeline`'s venv), or else each step's
-own venv under .nox/packages/<step> (what `nox -s tests` builds before orchestration's tests; another
-folder: MNIST_CT_STEP_VENVS), run with `run-local --venvs`. Where neither is there these tests skip,
-unless MNIST_CT_REQUIRE_STEPS=1 makes that a failure.
+Needs the real steps (conftest.py: installed beside orchestration, or per-step venvs under .nox/packages);
+skips without them, unless MNIST_CT_REQUIRE_STEPS=1.
 """
 
-import importlib.util
 import json
-import os
-from pathlib import Path
 
 import pytest
+from conftest import RUNNER_OPTIONS, needs_real_steps
 
 from mnist_ct.orchestration.__main__ import main
-from mnist_ct.orchestration.lock import STEPS
-from mnist_ct.orchestration.runner import text_value
+from mnist_ct.orchestration.parameters import text_value
 
-MISSING = [s for s in STEPS if importlib.util.find_spec(f"mnist_ct.{s}") is None]
-# Else each step in its own venv, as `nox -s tests` leaves them (orchestration's tests run last).
-VENVS = Path(os.environ.get("MNIST_CT_STEP_VENVS", Path(__file__).resolve().parents[2] / ".nox" / "packages"))
-HAVE_VENVS = all((VENVS / s / "bin" / "python").is_file() for s in STEPS)
-RUNNER = [] if not MISSING else ["--venvs", str(VENVS)] if HAVE_VENVS else None
-if RUNNER is None and os.environ.get("MNIST_CT_REQUIRE_STEPS") == "1":
-    raise RuntimeError(f"MNIST_CT_REQUIRE_STEPS=1 but step packages are not installed: {', '.join(MISSING)}")
-
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        RUNNER is None, reason=f"steps not installed here ({', '.join(MISSING)}) nor step venvs under {VENVS}"
-    ),
-]
+pytestmark = [pytest.mark.slow, needs_real_steps]
 
 
 def run_local(workdir, run_id, *options):
-    return main(["run-local", "--workdir", str(workdir), "--run-id", run_id, *(RUNNER or []), *options])
+    return main(["run-local", "--workdir", str(workdir), "--run-id", run_id, *RUNNER_OPTIONS, *options])
 
 
 def tasks(workdir, run_id):
@@ -75,10 +57,28 @@ def test_deploy_is_skipped_when_accuracy_is_not_above_the_baseline(tmp_path, cap
 
 
 def test_a_failing_step_stops_the_run_with_its_error_and_exit_code(tmp_path, capsys):
-    # One image per class leaves preprocess an empty test split: a real usage error (exit 2).
-    assert run_local(tmp_path, "failing", "--limit-per-class", "1") == 2
+    # A file where train_model's run folder goes: preprocess and validate run, train_model fails (exit 3).
+    (tmp_path / "model" / "runs").mkdir(parents=True)
+    (tmp_path / "model" / "runs" / "failing").write_text("in the way")
+    assert run_local(tmp_path, "failing", "--epochs", "1", "--limit-per-class", "30") == 3
     out, err = capsys.readouterr()
-    assert err.startswith("mnist-ct run-local: error: step preprocess failed (exit code 2): preprocess: error: ")
-    assert "FAIL preprocess" in out
-    assert list(tasks(tmp_path, "failing")) == ["preprocess"]
-    assert not (tmp_path / "model" / "runs" / "failing").exists()
+    assert err.startswith("mnist-ct run-local: error: step train-model failed (exit code 3): train_model: error: ")
+    assert str(tmp_path / "model" / "runs" / "failing") in err and len(err.strip().splitlines()) == 1
+    assert "FAIL train-model" in out
+    done = tasks(tmp_path, "failing")
+    assert [(t, r["status"]) for t, r in done.items()] == [
+        ("preprocess", "succeeded"),
+        ("validate", "succeeded"),
+        ("train-model", "failed"),
+    ]
+    assert (tmp_path / "model" / "runs" / "failing").read_text() == "in the way"
+
+
+def test_options_a_step_refuses_stop_the_run_before_any_step_runs(tmp_path, capsys):
+    # One image per class leaves preprocess an empty test split: its Options refuse that (exit 2).
+    assert run_local(tmp_path / "work", "refused", "--limit-per-class", "1", "--epochs", "0") == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "mnist-ct run-local: error: 2 steps refuse their options (nothing was run)"
+    assert err[1].startswith("  - step preprocess: the test split would be empty (--limit-per-class 1")
+    assert err[2] == "  - step train-model: argument --epochs: must be from 1 to 10000, got 0"
+    assert not (tmp_path / "work").exists()

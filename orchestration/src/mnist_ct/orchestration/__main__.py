@@ -1,19 +1,23 @@
-"""`mnist-ct`: compile, release and run the pipeline (argument parsing and exit codes only).
+"""`mnist-ct`: compile, release and run the pipeline (the argument parser; mnist_ct.artifacts' error boundary).
 
-Exit codes: 0 done, 2 bad usage, 3 bad input (lock, compiled pipeline, parameter), 4 the KFP endpoint
-is unreachable or refused a request; run-local: a failing step's own exit code.
+Exit codes: 0 done, 1 a bug (one line says where the traceback is), 2 bad usage (a step's options that
+run-local would pass included), 3 bad input (lock, compiled pipeline, parameter, work dir), 4 the KFP
+endpoint is unreachable or refused a request, 5 the environment (disk full, read-only, no container
+engine), 130/143 interrupted; run-local: a failing step's own exit code (128 + N when signal N killed it).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from mnist_ct.orchestration.errors import OrchestrationError
-from mnist_ct.orchestration.lock import LOCK_PATH, LockError, read_lock
+from mnist_ct.artifacts import UsageError, error_boundary
+from mnist_ct.artifacts.entry import parse_args
+from mnist_ct.orchestration.lock import LOCK_PATH
 
 PROG = "mnist-ct"
+RUN_LOCAL_PARAMETERS = ("dataset", "baseline", "epochs", "limit_per_class", "index", "seed")
 
 
 def _param(text: str) -> tuple[str, str]:
@@ -92,9 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the compiled pipeline on this machine, no Kubernetes",
         description="Compile (--dev) and execute the pipeline YAML itself: tasks in dependency order, placeholders "
         "resolved, the deploy condition evaluated, the three volumes as folders under the work dir "
-        "(data, model, deploy-model). Process mode runs the installed step packages with this Python.",
+        "(data, model, deploy-model). Process mode runs the installed step packages with this Python. Before "
+        "anything is created, the run id, the work dir, the parameters and every step's options (parsed by the "
+        "step's own parser) are checked.",
     )
-    lr.add_argument("--workdir", type=Path, default=Path("scratch"), help="default: %(default)s")
+    lr.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path("scratch"),
+        help="the three volumes and kfp/ go here (default: %(default)s)",
+    )
     lr.add_argument("--dataset", help="mnist-5k (built in, offline; the default), mnist or fashion-mnist")
     lr.add_argument("--baseline", help="deploy only when accuracy > this (default 0.8)")
     lr.add_argument("--epochs", help="training epochs")
@@ -103,14 +114,15 @@ def build_parser() -> argparse.ArgumentParser:
     lr.add_argument("--seed", help="seed for the split and training (default 0)")
     lr.add_argument("--run-id", help="run id (default: local-<UTC time>-<random>)")
     lr.add_argument("--pipeline", type=Path, help="run this compiled YAML instead of compiling")
-    lr.add_argument(
+    mode = lr.add_mutually_exclusive_group()
+    mode.add_argument(
         "--venvs",
         type=Path,
         metavar="DIR",
         help="run each step with its own venv, DIR/<step>/bin/python (e.g. .nox/packages after `nox -s tests`), "
         "instead of this Python",
     )
-    lr.add_argument(
+    mode.add_argument(
         "--containers",
         action="store_true",
         help="run the step images instead of the installed packages (provided by the image build tooling)",
@@ -120,29 +132,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _compile(args: argparse.Namespace) -> int:
-    from mnist_ct.orchestration.compiling import compile_pipeline
+def parameters(pairs: list[tuple[str, str]], **options: str | None) -> dict[str, str]:
+    """`-p NAME=VALUE` pairs and run-local's own options as one mapping; a name given twice is bad usage."""
+    given: dict[str, str] = {}
+    for name, value in [*pairs, *((k, v) for k, v in options.items() if v is not None)]:
+        if name in given:
+            raise UsageError(f"pipeline parameter {name} is given twice ({given[name]!r} and {value!r}): give it once")
+        given[name] = value
+    return given
 
-    lock = read_lock(args.lock)
-    compiled = compile_pipeline(lock, args.output, dev=args.dev)
-    steps = len(compiled.executors)
+
+def _compile(args: argparse.Namespace) -> int:
+    from mnist_ct.orchestration.compiling import compile_pipeline, load_lock
+
+    compiled = compile_pipeline(load_lock(args.lock), args.output, dev=args.dev)
     kind = "dev build (not releasable)" if args.dev else "every image pinned by digest"
-    print(f"{args.output}: {steps} steps, {kind}; strict check passed")
+    print(f"{args.output}: {len(compiled.executors)} steps, {kind}; strict check passed")
     return 0
 
 
 def _release(args: argparse.Namespace) -> int:
+    from mnist_ct.orchestration.compiling import load_lock
     from mnist_ct.orchestration.release import release
 
-    lock = read_lock(args.lock)
+    params = parameters(args.param)
     release(
         args.host,
-        lock,
+        load_lock(args.lock),
         package=args.package,
         namespace=args.namespace,
         experiment=args.experiment,
         run=args.run,
-        params=dict(args.param),
+        params=params,
         dry_run=args.dry_run,
     )
     return 0
@@ -151,11 +172,7 @@ def _release(args: argparse.Namespace) -> int:
 def _run_local(args: argparse.Namespace) -> int:
     from mnist_ct.orchestration.local import run_local
 
-    params = dict(args.param)
-    for option in ("dataset", "baseline", "epochs", "limit_per_class", "index", "seed"):
-        value = getattr(args, option)
-        if value is not None:
-            params[option] = value
+    params = parameters(args.param, **{option: getattr(args, option) for option in RUN_LOCAL_PARAMETERS})
     return run_local(
         workdir=args.workdir,
         lock_path=args.lock,
@@ -167,19 +184,20 @@ def _run_local(args: argparse.Namespace) -> int:
     )
 
 
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "compile": _compile,
+    "release": _release,
+    "run-local": _run_local,
+}
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    handlers = {"compile": _compile, "release": _release, "run-local": _run_local}
-    try:
-        return handlers[args.command](args)
-    except LockError as e:
-        print(f"{PROG} {args.command}: error: {e}", file=sys.stderr)
-        return 3
-    except OrchestrationError as e:
-        print(f"{PROG} {args.command}: error: {e}", file=sys.stderr)
-        for problem in e.problems:
-            print(f"  - {problem}", file=sys.stderr)
-        return e.exit_code
+    # mnist_ct.artifacts.command_main is parse_args + error_boundary; called apart so that the error line
+    # names the command (`mnist-ct run-local: error: ...`), as argparse's own errors for it do.
+    args = parse_args(build_parser(), argv)
+    if isinstance(args, int):
+        return args
+    return error_boundary(f"{PROG} {args.command}", lambda: COMMANDS[args.command](args))
 
 
 if __name__ == "__main__":

@@ -225,13 +225,16 @@ def _cast(to: str, value: object, text: str) -> object:
             if kind in ("int", "double", "string"):
                 return str(value)
         elif to == "double" and kind in ("int", "double", "string"):
-            return float(value)  # type: ignore[arg-type]
+            assert isinstance(value, (int, float, str))
+            return float(value)
         elif to == "int" and kind in ("int", "string"):
-            return int(value)  # type: ignore[arg-type]
+            assert isinstance(value, (int, str))
+            return int(value)
         elif to == "int" and kind == "double":
-            if not math.isfinite(value):  # type: ignore[arg-type]
+            assert isinstance(value, float)
+            if not math.isfinite(value):
                 raise ValueError("not finite")
-            return int(value)  # type: ignore[arg-type]  # CEL truncates toward zero, as int() does
+            return int(value)  # CEL truncates toward zero, as int() does
     except ValueError:
         raise CelError(f"cannot convert {value!r} to {to} in {text!r}") from None
     raise CelError(f"no overload {to}({kind}) in {text!r}")

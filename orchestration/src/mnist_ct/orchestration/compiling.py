@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -11,8 +12,17 @@ from kfp import compiler
 from mnist_ct.orchestration import spec
 from mnist_ct.orchestration.checks import check, expected_image
 from mnist_ct.orchestration.errors import OrchestrationError
-from mnist_ct.orchestration.lock import Lock, LockError
+from mnist_ct.orchestration.lock import Lock, LockError, read_lock
 from mnist_ct.orchestration.pipeline import DESCRIPTION, DEV_MARKER, ORDER, build
+
+
+def load_lock(path: Path) -> Lock:
+    """The image lock at `path`; its problems as OrchestrationError (exit 3). lock.py stays standard-library
+    only (the delivery tooling loads it by path), so its LockError is turned into ours here."""
+    try:
+        return read_lock(path)
+    except LockError as e:
+        raise OrchestrationError(str(e)) from None
 
 
 def images(lock: Lock, dev: bool = False) -> dict[str, str]:
@@ -43,6 +53,11 @@ def compile_pipeline(lock: Lock, output: Path, dev: bool = False) -> spec.Compil
     """Compile to `output` (atomically: a file that fails the checks is never left there)."""
     output = Path(output)
     pipeline_func = build(images(lock, dev), description(lock, dev))
+    # Refused before kfp compiles anything, naming the path (mkdir would say "File exists").
+    if output.parent.exists() and not output.parent.is_dir():
+        raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(output.parent))
+    if output.is_dir():
+        raise OSError(errno.EISDIR, os.strerror(errno.EISDIR), str(output))
     output.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".yaml", dir=output.parent)
     os.close(fd)

@@ -7,7 +7,8 @@ folders to container paths ({workdir/"data": "/data", workdir/"model": "/model",
 folder for the task's output-parameter files).
 
 Engines, in order: Docker (when a daemon answers), buildah (`from` + `run --isolation chroot` + `rm`,
-daemonless), podman. `MNIST_CT_ENGINE=docker|buildah|podman` forces one.
+daemonless), podman. `MNIST_CT_ENGINE=docker|buildah|podman` forces one. `detect_engine` is the one
+implementation of that choice; the image tooling (tools/oci.py) calls it with its own variable and probes.
 
 The lock pins repositories of the project's registry; images built on a machine without access to it
 are pushed to a local registry instead (same digests). `MNIST_CT_REGISTRY_MIRROR="ghcr.io/mnist-ct=
@@ -20,7 +21,6 @@ you), with HOME=/tmp; pass `user=""` to keep the image's own user (10001).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import resource
@@ -31,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 ENGINES = ("docker", "buildah", "podman")
+OPTION_CHECK_TIMEOUT_S = 300.0
 
 
 class ContainerError(Exception):
@@ -44,20 +45,33 @@ def _ok(argv: list[str], timeout: float = 20) -> bool:
         return False
 
 
-def detect_engine(prefer: str | None = None) -> str:
-    wanted = prefer or os.environ.get("MNIST_CT_ENGINE") or None
+DOCKER_RUNS = (("docker", "info", "--format", "{{.ServerVersion}}"),)  # a daemon answers
+
+
+def detect_engine(
+    prefer: str | None = None,
+    *,
+    variable: str = "MNIST_CT_ENGINE",
+    docker_probes: tuple[tuple[str, ...], ...] = DOCKER_RUNS,
+    what: str = "container engine",
+) -> str:
+    """The engine to use: `prefer`, else $`variable`, else docker (when every probe succeeds), buildah, podman.
+
+    ContainerError (one line) when the asked-for engine is unknown or not installed, or none is there.
+    """
+    wanted = prefer or os.environ.get(variable) or None
     if wanted:
         if wanted not in ENGINES:
-            raise ContainerError(f"unknown container engine {wanted!r}; use one of {', '.join(ENGINES)}")
+            raise ContainerError(f"unknown {what} {wanted!r}; use one of {', '.join(ENGINES)}")
         if shutil.which(wanted) is None:
-            raise ContainerError(f"container engine {wanted} is not installed")
+            raise ContainerError(f"{what} {wanted} is not installed")
         return wanted
-    if shutil.which("docker") and _ok(["docker", "info", "--format", "{{.ServerVersion}}"]):
+    if shutil.which("docker") and all(_ok(list(probe)) for probe in docker_probes):
         return "docker"
     for name in ("buildah", "podman"):
         if shutil.which(name):
             return name
-    raise ContainerError("no container engine: install buildah (apt-get install buildah) or podman, or run Docker")
+    raise ContainerError(f"no {what}: install buildah (apt-get install buildah) or podman, or run Docker")
 
 
 def parse_mirrors(text: str | None) -> dict[str, str]:
@@ -168,7 +182,7 @@ def run_container(
 
 
 class ContainerExecutor:
-    """The local runner's container mode (`mnist-ct run-local --containers`): the runner.Executor protocol.
+    """The local runner's container mode (`mnist-ct run-local --containers`): the executors.Executor protocol.
 
     Each task runs in its image (the lock's pin; MNIST_CT_REGISTRY_MIRROR maps the registry), its
     command + args unchanged (container paths), each of its mounts a bind mount of the host folder.
@@ -181,7 +195,7 @@ class ContainerExecutor:
         self.description = f"container mode ({self.engine})"
 
     def run(self, task, log: Callable[[str], None]) -> int:
-        mounts = {Path(m.host): m.container_path for m in task.mounts}
+        mounts: dict[str | Path, str] = {Path(m.host): m.container_path for m in task.mounts}
         try:
             done = run_container(
                 task.image, [*task.command, *task.args], mounts, engine=self.engine, env=dict(task.env),
@@ -192,13 +206,27 @@ class ContainerExecutor:
             return 125
         return done.returncode
 
+    def check_options(self, tasks) -> list[dict[str, str | None]]:
+        """Each task's command line checked by its step's parser inside its own image (one container each,
+        no volumes: the options are checked, not the folders)."""
+        # Imported here: tools/oci.py loads this module by path, with the standard library alone.
+        from mnist_ct.orchestration import step_options
 
-def image_entrypoint(image: str, engine: str | None = None) -> list[str]:
-    """The image's ENTRYPOINT (for callers that want `python -m mnist_ct.<step>` without repeating it)."""
-    engine = detect_engine(engine)
-    if engine == "buildah":
-        doc = json.loads(subprocess.run(["buildah", "inspect", "--type", "image", image], capture_output=True,
-                                        text=True, check=True).stdout)  # fmt: skip
-        return list(doc["OCIv1"]["config"].get("Entrypoint") or [])
-    out = subprocess.run([engine, "image", "inspect", image], capture_output=True, text=True, check=True).stdout
-    return list(json.loads(out)[0]["Config"].get("Entrypoint") or [])
+        checks: list[dict[str, str | None]] = []
+        for task in tasks:
+            command = list(task.command)
+            if len(command) != 3 or command[1] != "-m" or not command[2].startswith("mnist_ct."):
+                checks.append({"refused": None, "unchecked": f"command {command} is not `python -m mnist_ct.<step>`"})
+                continue
+            argv = [command[0], *step_options.command([{"module": command[2], "argv": list(task.args)}])]
+            try:
+                done = run_container(
+                    task.image, argv, {}, engine=self.engine, env=dict(task.env), user=self.user,
+                    mirrors=self.mirrors, capture_output=True, timeout=OPTION_CHECK_TIMEOUT_S,
+                )  # fmt: skip
+                if done.returncode != 0:
+                    raise ContainerError((done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1])
+                checks += step_options.results(done.stdout, 1)
+            except (ContainerError, ValueError, subprocess.TimeoutExpired) as e:
+                checks.append({"refused": None, "unchecked": f"the check in {task.image} failed: {e}"})
+        return checks

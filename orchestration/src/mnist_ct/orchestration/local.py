@@ -1,25 +1,61 @@
-"""`mnist-ct run-local`: compile (--dev), run with the local runner, then summarise what this run made."""
+"""`mnist-ct run-local`: check everything, compile (--dev), run with the local engine, summarise what the run made.
+
+Before anything is created: the run id (whole), the work dir (workdir.py), the lock or `--pipeline` file,
+every parameter's type, and every task's command line checked by its step's own parser (in the Python
+or image that will run it), so `--epochs -1` fails before preprocess has run.
+"""
 
 from __future__ import annotations
 
-import sys
+import secrets
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 
+from mnist_ct.artifacts import check_run_id
 from mnist_ct.orchestration import spec
-from mnist_ct.orchestration.compiling import compile_pipeline
-from mnist_ct.orchestration.errors import OrchestrationError, StepFailed
-from mnist_ct.orchestration.lock import read_lock
+from mnist_ct.orchestration.compiling import compile_pipeline, load_lock
+from mnist_ct.orchestration.engine import LocalRun, RunResult
+from mnist_ct.orchestration.errors import OrchestrationError
+from mnist_ct.orchestration.executors import Executor, ProcessExecutor, load_executor
+from mnist_ct.orchestration.parameters import text_value
 from mnist_ct.orchestration.pipeline import DEPLOY, MODEL
-from mnist_ct.orchestration.runner import (
-    LocalRun,
-    ProcessExecutor,
-    RunResult,
-    load_executor,
-    new_run_id,
-    text_value,
-)
+from mnist_ct.orchestration.workdir import check_workdir, write_atomically
+
+INSTALL_HINT = "install every step beside orchestration (`nox -s pipeline` builds that venv), or pass --venvs DIR"
+VENVS_HINT = "--venvs DIR needs DIR/<step>/bin/python with the step installed (`nox -s tests` builds .nox/packages)"
+
+
+class OptionsRefused(OrchestrationError):
+    """A step's own parser refuses the command line run-local would give it: bad usage, exit 2."""
+
+    exit_code = 2
+
+
+def new_run_id() -> str:
+    return f"local-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+def check_step_options(run: LocalRun, executor: Executor) -> int:
+    """Every planned task's options checked by its step's parser; the number checked. Raises when any is
+    refused (exit 2) or cannot be checked (exit 3: the step is not installed, the image cannot start)."""
+    tasks = run.planned()
+    checks = executor.check_options(tasks)
+    unchecked = [f"{t.name}: {c['unchecked']}" for t, c in zip(tasks, checks, strict=True) if c["unchecked"]]
+    if unchecked:
+        hint = ""
+        if isinstance(executor, ProcessExecutor):
+            hint = f"; {VENVS_HINT if executor.venvs else INSTALL_HINT}"
+        raise OrchestrationError(f"cannot check the options of {len(unchecked)} step(s){hint}", unchecked)
+    refused = [f"step {t.name}: {c['refused']}" for t, c in zip(tasks, checks, strict=True) if c["refused"]]
+    if len(refused) == 1:
+        raise OptionsRefused(f"{refused[0]} (nothing was run)")
+    if refused:
+        raise OptionsRefused(f"{len(refused)} steps refuse their options (nothing was run)", refused)
+    return len(tasks)
 
 
 def summary(result: RunResult) -> list[str]:
@@ -31,24 +67,18 @@ def summary(result: RunResult) -> list[str]:
             lines.append(f"  {t.status:<9} {t.path:<28} {detail}")
     analysis, deploy = result.task("analysis"), result.task("deploy")
     baseline = result.arguments.get("baseline")
-    if analysis and "accuracy" in analysis.outputs:
-        accuracy = float(analysis.outputs["accuracy"])  # type: ignore[arg-type]
+    accuracy = analysis.outputs.get("accuracy") if analysis else None
+    if isinstance(accuracy, float):
         lines.append(f"accuracy: {accuracy:.4f} (baseline {text_value(baseline)})")
-        report = (
-            result.folders.get(MODEL.pvc, result.workdir / "model")
-            / "runs"
-            / result.run_id
-            / "analysis"
-            / "report.html"
-        )
+        model = result.folders.get(MODEL.pvc, result.workdir / "model")
+        report = model / "runs" / result.run_id / "analysis" / "report.html"
         lines.append(f"report: {report}{'' if report.is_file() else ' (missing!)'}")
     if deploy is None or deploy.status == "skipped":
         why = deploy.reason if deploy else "not reached"
         lines.append(f"deploy: skipped ({why})")
     elif deploy.status == "succeeded":
         store = result.folders.get(DEPLOY.pvc, result.workdir / "deploy-model") / "model-store"
-        name = str(result.arguments.get("model_name", "mnist"))
-        mar = store / f"{name}.mar"
+        mar = store / f"{result.arguments.get('model_name', 'mnist')}.mar"
         lines.append("deploy: ran")
         lines.append(f"model archive: {mar}{'' if mar.is_file() else ' (missing!)'}")
     else:
@@ -66,33 +96,37 @@ def run_local(
     venvs: Path | None = None,
     out: Callable[[str], None] = lambda line: print(line, flush=True),
 ) -> int:
-    workdir = Path(workdir).resolve()
-    run_id = run_id or new_run_id()
+    run_id = check_run_id(run_id) if run_id is not None else new_run_id()
+    workdir = check_workdir(workdir, run_id)
     executor = load_executor(containers, venvs)
-    if pipeline is None:
-        pipeline = workdir / "kfp" / run_id / "pipeline.yaml"
-        compiled = compile_pipeline(read_lock(lock_path), pipeline, dev=True)
-    else:
-        compiled = spec.load(pipeline)
-    if isinstance(executor, ProcessExecutor):
-        commands = [e["container"].get("command", []) for e in compiled.executors.values()]
-        missing = executor.missing(commands)
-        if missing:
-            raise OrchestrationError(f"no Python for every step: {', '.join(missing)} missing", missing)
-    run = LocalRun(compiled, workdir, executor, params, run_id=run_id, out=out)
+    with tempfile.TemporaryDirectory(prefix="mnist-ct-run-local-") as tmp:
+        if pipeline is None:
+            compiled_file = Path(tmp) / "pipeline.yaml"
+            compiled = compile_pipeline(load_lock(lock_path), compiled_file, dev=True)
+        else:
+            compiled = spec.load(pipeline)
+        run = LocalRun(compiled, workdir, executor, params, run_id=run_id, out=out)
+        checked = check_step_options(run, executor)
+        # Everything is known good: only now is anything created.
+        if pipeline is None:
+            pipeline = run.state_dir / "pipeline.yaml"
+            keep_state = run.state_dir.is_dir()
+            try:
+                write_atomically(pipeline, compiled_file.read_bytes())
+            except BaseException:  # a full or read-only disk: leave no empty run folder behind either
+                if not keep_state:
+                    shutil.rmtree(run.state_dir, ignore_errors=True)
+                raise
     shown = ", ".join(f"{k}={text_value(v)}" for k, v in sorted(run.arguments.items()))
     out(f"run-local: run {run_id} of {pipeline}")
     out(f"  workdir {workdir}, {executor.description}")
     out(f"  parameters: {shown}")
+    out(f"  options of {checked} steps checked by their own parsers")
     started = time.monotonic()
     try:
-        result = run.run()
-    except StepFailed as e:
+        run.run()
+    finally:
         for line in summary(run.result()):
             out(line)
-        print(f"mnist-ct run-local: error: {e}", file=sys.stderr)
-        return e.exit_code
-    for line in summary(result):
-        out(line)
     out(f"total {time.monotonic() - started:.1f} s; task log {run.state_dir / 'run.json'}")
     return 0

@@ -11,7 +11,10 @@ Pure standard library, so the noxfile (change detection, build-changed) can use 
       }
     }
 
-Only steps have `image` and `digest`; `input_hash` and `digest` are null until the first build.
+Only steps have `image` and `digest`; `input_hash` and `digest` are null until the first build. Which
+packages are steps is not listed here: the delivery tooling writes an entry for each package it discovers
+(steps/*/pyproject.toml), and the pipeline's step table (pipeline.py STEPS) is the one list of steps
+the pipeline runs; a test checks that the lock's step entries are those steps.
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ from pathlib import Path
 
 LOCK_PATH = Path(__file__).resolve().parents[3] / "images.lock.json"
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-STEPS = ("preprocess", "validate", "train_model", "embedding", "train_faiss", "analysis", "deploy")
 
 
 class LockError(Exception):
@@ -38,10 +40,6 @@ class LockEntry:
     input_hash: str | None = None
     image: str | None = None  # repository without tag or digest, e.g. ghcr.io/mnist-ct/mnist-ct-deploy
     digest: str | None = None  # sha256:<64 hex> as returned by the registry
-
-    @property
-    def pinned(self) -> bool:
-        return self.image is not None and self.digest is not None and bool(DIGEST.match(self.digest))
 
     def reference(self) -> str:
         """`repo@sha256:...`; LockError if the entry is not pinned by a well-formed digest."""
@@ -70,9 +68,6 @@ class Lock:
             return self.entry(step).reference()
         except LockError as e:
             raise LockError(f"step {step}: {e}") from None
-
-    def unpinned(self, steps: tuple[str, ...] = STEPS) -> list[str]:
-        return [s for s in steps if s not in self.packages or not self.packages[s].pinned]
 
     def content_hash(self) -> str:
         """sha256 (hex) of the lock's canonical JSON: names a pipeline release, whatever the file's layout."""

@@ -127,7 +127,7 @@ def components(images: Mapping[str, str]) -> dict[str, Callable[..., dsl.Pipelin
         return _spec(images, "train_faiss", run_id, "--index", index)
 
     @dsl.container_component
-    def analysis(run_id: str, k: int, accuracy: dsl.OutputPath(float)):
+    def analysis(run_id: str, k: int, accuracy: dsl.OutputPath(float)):  # type: ignore[valid-type]  # kfp's form
         return _spec(images, "analysis", run_id, "--k", k, "--accuracy-out", accuracy)
 
     @dsl.container_component

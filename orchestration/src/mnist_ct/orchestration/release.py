@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import tempfile
 import urllib.error
@@ -34,8 +35,8 @@ from mnist_ct.orchestration.checks import release_blockers
 from mnist_ct.orchestration.compiling import compile_pipeline, verify
 from mnist_ct.orchestration.errors import OrchestrationError, RemoteError
 from mnist_ct.orchestration.lock import Lock
+from mnist_ct.orchestration.parameters import typed_arguments
 from mnist_ct.orchestration.pipeline import PIPELINE_NAME
-from mnist_ct.orchestration.runner import typed_value
 
 TOKEN_ENV = "MNIST_CT_KFP_TOKEN"
 TOKEN_FILE_ENV = "KF_PIPELINES_SA_TOKEN_PATH"
@@ -146,22 +147,12 @@ def list_versions(client: Any, pipeline_id: str) -> list[Any]:
     while True:
         page = _call(
             "listing pipeline versions",
-            lambda t=token: client.list_pipeline_versions(pipeline_id=pipeline_id, page_token=t, page_size=100),
+            functools.partial(client.list_pipeline_versions, pipeline_id=pipeline_id, page_token=token, page_size=100),
         )
         versions += page.pipeline_versions or []
         token = page.next_page_token or ""
         if not token:
             return versions
-
-
-def parameters(compiled: spec.CompiledPipeline, given: Mapping[str, str]) -> dict[str, object]:
-    declared = compiled.pipeline_parameters()
-    unknown = sorted(set(given) - set(declared))
-    if unknown:
-        raise OrchestrationError(
-            f"unknown pipeline parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(declared))}"
-        )
-    return {k: typed_value(v, declared[k]["parameterType"], f"parameter {k}") for k, v in given.items()}
 
 
 def release(
@@ -190,7 +181,7 @@ def release(
         blockers = release_blockers(compiled)
         if blockers:
             raise OrchestrationError(f"refusing to release: {blockers[0]}", blockers)
-        run_params = parameters(compiled, params or {})
+        run_params = typed_arguments(compiled.pipeline_parameters(), params or {}, defaults=False)
         outcome = Outcome(compiled.name or PIPELINE_NAME, version_name(lock))
         prefix = "dry run: would " if dry_run else ""
         out(f"release {outcome.pipeline} version {outcome.version} to {host}")
@@ -263,7 +254,7 @@ def _create(
     for v in first:
         _call(
             "deleting the unnamed first version",
-            lambda v=v: client.delete_pipeline_version(pipeline.pipeline_id, v.pipeline_version_id),
+            functools.partial(client.delete_pipeline_version, pipeline.pipeline_id, v.pipeline_version_id),
         )
     made = f"created pipeline {outcome.pipeline} ({outcome.pipeline_id})"
     out(f"{made} and version {outcome.version} ({outcome.version_id})")

@@ -26,7 +26,7 @@ from .serving_config import ServingOptions, deployed_properties, render
 
 LOCK_FILE = ".deploy.lock"
 CONFIG_FILE = "config.properties"
-LEFTOVER_MARKS = (".tmp-", ".staging-", ".old-")  # hidden siblings a killed run leaves (manifest.py's names)
+LEFTOVER_MARKS = (".tmp-", ".staging-", ".old-", ".lock-")  # hidden siblings a killed run leaves (manifest.py)
 
 
 def write_named(path: Path, data: bytes) -> None:

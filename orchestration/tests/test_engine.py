@@ -1,25 +1,17 @@
 """The local runner's engine on the real compiled pipeline; the steps replaced by a recording executor.
 
-(The end-to-end tests in test_run_local.py run the real step packages.)
+(test_bad_input.py runs `mnist-ct run-local` with fake step packages; test_run_local.py with the real ones.)
 """
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from mnist_ct.orchestration.engine import LocalRun
 from mnist_ct.orchestration.errors import OrchestrationError, StepFailed
-from mnist_ct.orchestration.runner import (
-    ContainerTask,
-    LocalRun,
-    Mount,
-    ProcessExecutor,
-    host_path,
-    load_executor,
-    text_value,
-)
+from mnist_ct.orchestration.executors import ContainerTask, host_path
 from mnist_ct.orchestration.spec import CompiledPipeline, load, parse
 
 
@@ -28,14 +20,16 @@ class Recording:
 
     description = "recording"
 
-    def __init__(self, accuracy="0.9375", fail: dict[str, int] | None = None, skip_output=False):
-        self.accuracy, self.fail, self.skip_output = accuracy, fail or {}, skip_output
+    def __init__(self, accuracy="0.9375", fail: dict[str, int] | None = None, skip_output=False, interrupt=""):
+        self.accuracy, self.fail, self.skip_output, self.interrupt = accuracy, fail or {}, skip_output, interrupt
         self.tasks: list[ContainerTask] = []
 
     def run(self, task, log):
         self.tasks.append(task)
         args = [host_path(a, task.mounts) for a in task.args]
         step = task.command[2].split(".")[-1]
+        if step == self.interrupt:
+            raise KeyboardInterrupt
         if step in self.fail:
             log(f"{step}: error: {args[args.index('--data-root') + 1]}/x.npy is broken")
             return self.fail[step]
@@ -44,11 +38,18 @@ class Recording:
         log(f"{step}: done")
         return 0
 
+    def check_options(self, tasks):
+        return [{"refused": None, "unchecked": None} for _ in tasks]
+
 
 def run(dev_yaml, tmp_path, executor, **params):
     lines: list[str] = []
     local = LocalRun(load(dev_yaml), tmp_path / "work", executor, params, run_id="r1", out=lines.append)
     return local, lines
+
+
+def saved_tasks(tmp_path):
+    return json.loads((tmp_path / "work" / "kfp" / "r1" / "run.json").read_text())["tasks"]
 
 
 def test_tasks_run_in_order_with_placeholders_resolved_and_volumes_mapped(dev_yaml, tmp_path):
@@ -78,9 +79,24 @@ def test_tasks_run_in_order_with_placeholders_resolved_and_volumes_mapped(dev_ya
     assert result.task("analysis").outputs == {"accuracy": 0.9375}
     assert result.task("deploy").status == "succeeded"
     assert "condition accuracy-above-baseline: true (analysis.accuracy = 0.9375, baseline = 0.8)" in lines
-    saved = json.loads((work / "kfp" / "r1" / "run.json").read_text())
-    assert [t["status"] for t in saved["tasks"]] == ["succeeded"] * 8  # 7 steps + the condition
+    assert [t["status"] for t in saved_tasks(tmp_path)] == ["succeeded"] * 8  # 7 steps + the condition
     assert {m.container_path for m in executor.tasks[6].mounts} == {"/model", "/deploy-model", "/tmp/kfp/outputs"}
+
+
+def test_the_plan_holds_every_task_as_it_will_run_and_creates_nothing(dev_yaml, tmp_path):
+    local, _ = run(dev_yaml, tmp_path, Recording(), epochs="3", model_name="digits")
+    planned = local.planned()
+    assert [t.name for t in planned] == [
+        "preprocess", "validate", "train-model", "embedding", "train-faiss", "analysis", "condition-1/deploy",
+    ]  # fmt: skip
+    assert planned[2].args[-4:] == ["--seed", "0", "--threads", "4"] and "3" in planned[2].args
+    # deploy sits under the condition; its own inputs come from pipeline parameters, so it is planned too.
+    assert planned[-1].args[-2:] == ["--model-name", "digits"]
+    assert not (tmp_path / "work").exists()
+    executor = Recording()
+    local.executor = executor
+    local.run()
+    assert [(t.name, t.args) for t in executor.tasks] == [(t.name, t.args) for t in planned]
 
 
 def test_accuracy_not_above_the_baseline_skips_deploy(dev_yaml, tmp_path):
@@ -102,20 +118,43 @@ def test_a_failing_step_stops_the_run_with_its_exit_code_and_error(dev_yaml, tmp
     assert e.value.exit_code == 3
     assert str(e.value) == f"step validate failed (exit code 3): validate: error: {tmp_path}/work/data/x.npy is broken"
     assert [t.command[2] for t in executor.tasks] == ["mnist_ct.preprocess", "mnist_ct.validate"]
-    saved = json.loads((tmp_path / "work" / "kfp" / "r1" / "run.json").read_text())
-    assert [(t["task"], t["status"]) for t in saved["tasks"]] == [("preprocess", "succeeded"), ("validate", "failed")]
+    assert [(t["task"], t["status"]) for t in saved_tasks(tmp_path)] == [
+        ("preprocess", "succeeded"),
+        ("validate", "failed"),
+    ]
+
+
+def test_a_step_killed_by_a_signal_fails_the_run_with_128_plus_the_signal(dev_yaml, tmp_path):
+    local, lines = run(dev_yaml, tmp_path, Recording(fail={"train_model": -9}))
+    with pytest.raises(StepFailed) as e:
+        local.run()
+    assert e.value.exit_code == 137
+    assert str(e.value).startswith("step train-model failed (killed by SIGKILL): train_model: error: ")
+    assert "FAIL train-model after" in lines[-1] and lines[-1].endswith("(killed by SIGKILL)")
+
+
+def test_an_interrupted_step_is_recorded_and_the_interrupt_goes_on(dev_yaml, tmp_path):
+    local, _ = run(dev_yaml, tmp_path, Recording(interrupt="embedding"))
+    with pytest.raises(KeyboardInterrupt):
+        local.run()
+    assert saved_tasks(tmp_path)[-1] | {"seconds": 0} == {
+        "task": "embedding", "display_name": "Embedding: embed train and test splits", "status": "failed",
+        "seconds": 0, "outputs": {}, "reason": "interrupted (KeyboardInterrupt)",
+    }  # fmt: skip
 
 
 def test_a_step_that_does_not_write_its_output_parameter_fails_the_run(dev_yaml, tmp_path):
     local, _ = run(dev_yaml, tmp_path, Recording(skip_output=True))
     with pytest.raises(StepFailed, match="step analysis exited 0 but did not write its output parameter accuracy"):
         local.run()
+    assert saved_tasks(tmp_path)[-1]["reason"] == "no output parameter accuracy"
 
 
 def test_an_output_parameter_of_the_wrong_type_fails_the_run(dev_yaml, tmp_path):
     local, _ = run(dev_yaml, tmp_path, Recording(accuracy="high"))
     with pytest.raises(OrchestrationError, match="analysis output accuracy: 'high' is not a valid NUMBER_DOUBLE"):
         local.run()
+    assert saved_tasks(tmp_path)[-1]["status"] == "failed"
 
 
 def test_parameters_are_typed_by_the_pipeline_and_unknown_ones_refused(dev_yaml, tmp_path):
@@ -137,65 +176,7 @@ def test_an_unsupported_placeholder_is_an_error_not_passed_through(dev_yaml, tmp
     # The runner refuses it too, should a pipeline reach it unchecked.
     unchecked = CompiledPipeline(spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"])
     executor = Recording()
-    local = LocalRun(unchecked, tmp_path, executor, run_id="r1", out=lambda line: None)
+    local = LocalRun(unchecked, tmp_path, executor, {}, run_id="r1", out=lambda line: None)
     with pytest.raises(OrchestrationError, match=r"task preprocess: cannot resolve \{\{\$\.pipeline_root\}\}"):
         local.run()
     assert executor.tasks == []
-
-
-def test_values_are_written_as_kfp_writes_them():
-    assert [text_value(v) for v in (0.8, 1.0, 1e-05, 3, True, "x", [1, 2])] == [
-        "0.8", "1", "0.00001", "3", "true", "x", "[1,2]",
-    ]  # fmt: skip
-
-
-def test_process_executor_runs_the_command_with_mount_paths_on_the_host(tmp_path):
-    data = tmp_path / "data"
-    data.mkdir()
-    script = "import sys, pathlib; pathlib.Path(sys.argv[2]).write_text(sys.argv[1]); print('wrote', sys.argv[2])"
-    task = ContainerTask(
-        name="t",
-        display_name="t",
-        image="unused:1",
-        command=["python", "-c", script],
-        args=["/datax/not-a-mount", "/data/out.txt"],
-        mounts=[Mount(data, "/data")],
-    )
-    lines: list[str] = []
-    assert ProcessExecutor(sys.executable).run(task, lines.append) == 0
-    assert (data / "out.txt").read_text() == "/datax/not-a-mount"
-    assert lines == [f"wrote {data / 'out.txt'}"]
-    failing = ContainerTask("f", "f", "unused:1", ["python", "-c", "raise SystemExit(4)"], [], [])
-    assert ProcessExecutor(sys.executable).run(failing, lines.append) == 4
-    missing = ContainerTask("m", "m", "unused:1", ["/nonexistent/bin/tool"], [], [])
-    assert ProcessExecutor(sys.executable).run(missing, lines.append) == 127
-    assert lines[-1] == "cannot start /nonexistent/bin/tool: No such file or directory"
-
-
-def test_container_mode_loads_the_image_tooling_executor():
-    from mnist_ct.orchestration import containers
-
-    try:
-        executor = load_executor(containers=True)
-    except OrchestrationError as e:  # no container engine on this machine, or the executor not there yet
-        assert str(e).startswith(("container mode: ", "container mode (--containers) is not available yet"))
-    else:
-        assert isinstance(executor, containers.ContainerExecutor)
-        assert executor.description.startswith("container mode")
-
-
-def test_per_step_venvs_run_each_step_with_its_own_python(tmp_path):
-    venvs = tmp_path / "venvs"
-    (venvs / "orchestration" / "bin").mkdir(parents=True)
-    python = venvs / "orchestration" / "bin" / "python"
-    python.write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')  # stands for the venv's interpreter
-    python.chmod(0o755)
-    executor = ProcessExecutor(venvs=venvs)
-    task = ContainerTask("t", "t", "unused:1", ["python", "-m", "mnist_ct.orchestration"], ["--help"], [])
-    lines: list[str] = []
-    assert executor.run(task, lines.append) == 0
-    assert lines[0].startswith("usage: mnist-ct")
-    commands = [["python", "-m", "mnist_ct.orchestration"], ["python", "-m", "mnist_ct.train_model"]]
-    assert executor.missing(commands) == [str(venvs.resolve() / "train_model" / "bin" / "python")]
-    with pytest.raises(OrchestrationError, match="cannot tell the step"):
-        executor.python_for(["python", "-c", "pass"])

@@ -1,0 +1,362 @@
+"""The local runner's engine: a compiled pipeline's DAG executed as the KFP v2 backend would, on one machine.
+
+- the DAG's tasks in dependency order; a task whose upstream did not succeed is skipped;
+- each task's inputs resolved (pipeline parameters, constants with run placeholders, upstream output
+  parameters) and typed by its component's input definitions;
+- `triggerPolicy.condition` evaluated (cel.py: the comparisons KFP emits; anything else is an error);
+  a false condition skips the sub-DAG, saying why;
+- each executor's command and args with their placeholders replaced, as KFP's launcher does
+  (`{{$.inputs.parameters['x']}}`, `{{$.outputs.parameters['x'].output_file}}`, `{{$.pipeline_job_uuid}}`
+  ...), the parent folder of every output parameter file created, and output parameters read back from
+  their files, typed by the component's output definitions.
+
+Volumes: each PVC of the platform spec is a folder under the work dir (data-pvc -> WORKDIR/data,
+train-model-pvc -> WORKDIR/model, deploy-model-pvc -> WORKDIR/deploy-model). Output parameter files
+live under WORKDIR/kfp/<run id>/outputs, seen by the task as /tmp/kfp/outputs. Who runs a task is an
+`Executor` (executors.py). `planned()` gives every task's container before anything runs, so
+run-local can check every step's options first; nothing is created on disk until `run()`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mnist_ct.orchestration import cel
+from mnist_ct.orchestration.errors import OrchestrationError, StepFailed, describe_exit
+from mnist_ct.orchestration.executors import ContainerTask, Executor, Mount, host_path
+from mnist_ct.orchestration.parameters import text_value, typed_arguments, typed_value
+from mnist_ct.orchestration.pipeline import VOLUMES
+from mnist_ct.orchestration.spec import PLACEHOLDER, CompiledPipeline, topological_order
+from mnist_ct.orchestration.workdir import write_atomically
+
+OUTPUTS_MOUNT = "/tmp/kfp/outputs"
+TAIL_LINES = 20
+
+
+@dataclass
+class TaskResult:
+    path: str  # "analysis", "condition-1/deploy"
+    display_name: str
+    status: str  # "succeeded", "skipped", "failed"
+    seconds: float = 0.0
+    outputs: dict[str, object] = field(default_factory=dict)
+    reason: str = ""
+    executor: bool = True  # False for a DAG (condition group)
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    workdir: Path
+    arguments: dict[str, object]
+    tasks: list[TaskResult]
+    folders: dict[str, Path]  # PVC name -> host folder
+
+    def task(self, name: str) -> TaskResult | None:
+        return next((t for t in self.tasks if t.path.rsplit("/", 1)[-1] == name), None)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "arguments": self.arguments,
+            "folders": {k: str(v) for k, v in self.folders.items()},
+            "tasks": [
+                {
+                    "task": t.path,
+                    "display_name": t.display_name,
+                    "status": t.status,
+                    "seconds": round(t.seconds, 3),
+                    "outputs": t.outputs,
+                    "reason": t.reason,
+                }
+                for t in self.tasks
+            ],
+        }
+
+
+class _Unknown:
+    """An upstream output parameter while planning: known only once its producer has run."""
+
+
+UNKNOWN = _Unknown()
+
+
+class LocalRun:
+    """One execution of a compiled pipeline under a work dir (`run_id` already checked by the caller)."""
+
+    def __init__(
+        self,
+        pipeline: CompiledPipeline,
+        workdir: Path,
+        executor: Executor,
+        arguments: Mapping[str, object] | None,
+        run_id: str,
+        out: Callable[[str], None] = print,
+    ) -> None:
+        self.pipeline = pipeline
+        self.workdir = Path(workdir).resolve()
+        self.executor = executor
+        self.run_id = run_id
+        self.out = out
+        self.arguments = typed_arguments(pipeline.pipeline_parameters(), arguments or {}, defaults=True)
+        designed = {v.pvc: self.workdir / v.mount_path.strip("/") for v in VOLUMES}
+        self.folders: dict[str, Path] = {}
+        for label in pipeline.executors:
+            for pvc, _ in pipeline.pvc_mounts(label):
+                self.folders[pvc] = designed.get(pvc, self.workdir / pvc)
+        self.state_dir = self.workdir / "kfp" / self.run_id
+        self.results: list[TaskResult] = []
+
+    # -- placeholders -------------------------------------------------------------------------------
+
+    def _runtime(self, text: str, task_name: str) -> str:
+        replacements = {
+            "{{$.pipeline_job_uuid}}": self.run_id,
+            "{{$.pipeline_job_name}}": f"{self.pipeline.name}-{self.run_id}",
+            "{{$.pipeline_task_name}}": task_name,
+            "{{$.pipeline_task_uuid}}": f"{self.run_id}-{task_name}",
+        }
+        for placeholder, value in replacements.items():
+            text = text.replace(placeholder, value)
+        return text
+
+    def _resolve_inputs(
+        self, task: dict[str, Any], scope: Mapping[str, object], done: Mapping[str, TaskResult] | None, name: str
+    ) -> dict[str, object]:
+        """The task's input values; `done` None while planning: upstream outputs are then UNKNOWN."""
+        component = self.pipeline.components[task["componentRef"]["name"]]
+        definitions = component.get("inputDefinitions", {}).get("parameters", {})
+        values: dict[str, object] = {}
+        for pname, source in task.get("inputs", {}).get("parameters", {}).items():
+            if "componentInputParameter" in source:
+                value = scope[source["componentInputParameter"]]
+            elif "taskOutputParameter" in source:
+                ref = source["taskOutputParameter"]
+                if done is None:
+                    values[pname] = UNKNOWN
+                    continue
+                produced = done[ref["producerTask"]].outputs
+                if ref["outputParameterKey"] not in produced:
+                    raise OrchestrationError(
+                        f"task {name}: input {pname} reads {ref['producerTask']}.{ref['outputParameterKey']}, which "
+                        "run-local does not have (outputs of a sub-DAG are not supported)"
+                    )
+                value = produced[ref["outputParameterKey"]]
+            elif "runtimeValue" in source:
+                value = source["runtimeValue"].get("constant")
+                if isinstance(value, str):
+                    value = self._runtime(value, name)
+            else:
+                raise OrchestrationError(f"task {name}: input {pname}: unsupported source {sorted(source)}")
+            kind = definitions.get(pname, {}).get("parameterType")
+            if value is UNKNOWN or not kind:
+                values[pname] = value
+            else:
+                values[pname] = typed_value(value, kind, f"task {name} input {pname}")
+        for pname, definition in definitions.items():
+            if pname not in values and "defaultValue" in definition:
+                values[pname] = typed_value(definition["defaultValue"], definition["parameterType"], pname)
+        return values
+
+    def _substitute(self, text: str, inputs: Mapping[str, object], output_files: Mapping[str, str], name: str) -> str:
+        text = self._runtime(text, name)
+        for pname, value in inputs.items():
+            text = text.replace(f"{{{{$.inputs.parameters['{pname}']}}}}", text_value(value))
+        for pname, path in output_files.items():
+            text = text.replace(f"{{{{$.outputs.parameters['{pname}'].output_file}}}}", path)
+        left = PLACEHOLDER.findall(text)
+        if left:
+            raise OrchestrationError(f"task {name}: cannot resolve {left[0]} (unsupported placeholder or input)")
+        return text
+
+    def _container(
+        self, path: str, name: str, display: str, component: dict[str, Any], inputs: Mapping[str, object]
+    ) -> ContainerTask | None:
+        """The container a task runs; None when its command line needs an upstream output not known yet."""
+        label = component["executorLabel"]
+        container = self.pipeline.executors[label]["container"]
+        unknown = [p for p, v in inputs.items() if v is UNKNOWN]
+        parts = [
+            *container.get("command", []),
+            *container.get("args", []),
+            *(e.get("value", "") for e in container.get("env", [])),
+        ]
+        if any(f"{{{{$.inputs.parameters['{p}']}}}}" in part for p in unknown for part in parts):
+            return None
+        known = {p: v for p, v in inputs.items() if v is not UNKNOWN}
+        mounts = [Mount(self.folders[pvc], mount_path) for pvc, mount_path in self.pipeline.pvc_mounts(label)]
+        mounts.append(Mount(self.state_dir / "outputs", OUTPUTS_MOUNT))
+        declared = component.get("outputDefinitions", {}).get("parameters", {})
+        output_files = {p: f"{OUTPUTS_MOUNT}/{path}/{p}" for p in declared}
+        return ContainerTask(
+            name=path,
+            display_name=display,
+            image=container["image"],
+            command=[self._substitute(c, known, output_files, name) for c in container.get("command", [])],
+            args=[self._substitute(a, known, output_files, name) for a in container.get("args", [])],
+            mounts=mounts,
+            env={
+                e["name"]: self._substitute(e.get("value", ""), known, output_files, name)
+                for e in container.get("env", [])
+            },
+        )
+
+    # -- planning -----------------------------------------------------------------------------------
+
+    def planned(self) -> list[ContainerTask]:
+        """Every executor task's container, conditions not evaluated (each task could run); tasks whose
+        command line reads an upstream output are left out. Creates nothing."""
+        found: list[ContainerTask] = []
+
+        def visit(component: dict[str, Any], scope: Mapping[str, object], prefix: str) -> None:
+            tasks = component["dag"]["tasks"]
+            for name in topological_order(tasks):
+                task = tasks[name]
+                child = self.pipeline.components[task["componentRef"]["name"]]
+                inputs = self._resolve_inputs(task, scope, None, name)
+                if "dag" in child:
+                    visit(child, inputs, f"{prefix}{name}/")
+                    continue
+                display = task.get("taskInfo", {}).get("name", name)
+                container = self._container(f"{prefix}{name}", name, display, child, inputs)
+                if container is not None:
+                    found.append(container)
+
+        visit(self.pipeline.root, self.arguments, "")
+        return found
+
+    # -- execution ----------------------------------------------------------------------------------
+
+    def run(self) -> RunResult:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        for folder in self.folders.values():
+            folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self._run_dag(self.pipeline.root, self.arguments, "")
+        except BaseException:
+            # The task log as far as it got; a full disk must not hide the step's failure behind run.json's.
+            with contextlib.suppress(OSError):
+                self._write_task_log()
+            raise
+        self._write_task_log()
+        return self.result()
+
+    def _write_task_log(self) -> None:
+        write_atomically(self.state_dir / "run.json", (json.dumps(self.result().to_json(), indent=2) + "\n").encode())
+
+    def result(self) -> RunResult:
+        return RunResult(self.run_id, self.workdir, self.arguments, list(self.results), dict(self.folders))
+
+    def _run_dag(self, component: dict[str, Any], scope: Mapping[str, object], prefix: str) -> None:
+        tasks = component["dag"]["tasks"]
+        done: dict[str, TaskResult] = {}
+        for name in topological_order(tasks):
+            task = tasks[name]
+            path = f"{prefix}{name}"
+            display = task.get("taskInfo", {}).get("name", name)
+            child = self.pipeline.components[task["componentRef"]["name"]]
+            upstream = [d for d in task.get("dependentTasks", []) if done[d].status != "succeeded"]
+            if upstream:
+                done[name] = self._skip(path, display, f"upstream task {upstream[0]} did not run", "dag" not in child)
+                continue
+            inputs = self._resolve_inputs(task, scope, done, name)
+            condition = task.get("triggerPolicy", {}).get("condition")
+            if condition:
+                passed = cel.evaluate(condition, inputs)
+                shown = ", ".join(
+                    f"{self._describe(task, p)} = {text_value(inputs[p])}"
+                    for p in sorted(cel.parameters(cel.parse(condition)))
+                )
+                self.out(f"condition {display}: {text_value(passed)} ({shown})")
+                if not passed:
+                    done[name] = self._skip(path, display, f"condition false: {shown}", False)
+                    self._skip_inside(child, f"{path}/", f"condition {display} is false ({shown})")
+                    continue
+            if "dag" in child:
+                started = time.monotonic()
+                self._run_dag(child, inputs, f"{path}/")
+                done[name] = TaskResult(path, display, "succeeded", time.monotonic() - started, executor=False)
+                self.results.append(done[name])
+            else:
+                done[name] = self._execute(path, name, display, child, inputs)
+
+    def _describe(self, task: dict[str, Any], parameter: str) -> str:
+        source = task.get("inputs", {}).get("parameters", {}).get(parameter, {})
+        if "taskOutputParameter" in source:
+            ref = source["taskOutputParameter"]
+            return f"{ref['producerTask']}.{ref['outputParameterKey']}"
+        return str(source.get("componentInputParameter", parameter))
+
+    def _skip(self, path: str, display: str, reason: str, executor: bool) -> TaskResult:
+        result = TaskResult(path, display, "skipped", reason=reason, executor=executor)
+        self.results.append(result)
+        if executor:
+            self.out(f"skip {path}: {reason}")
+        return result
+
+    def _skip_inside(self, component: dict[str, Any], prefix: str, reason: str) -> None:
+        for name, task in component.get("dag", {}).get("tasks", {}).items():
+            child = self.pipeline.components[task["componentRef"]["name"]]
+            display = task.get("taskInfo", {}).get("name", name)
+            self._skip(f"{prefix}{name}", display, reason, "dag" not in child)
+            self._skip_inside(child, f"{prefix}{name}/", reason)
+
+    def _fail(self, path: str, display: str, seconds: float, reason: str) -> None:
+        self.results.append(TaskResult(path, display, "failed", seconds, reason=reason))
+
+    def _execute(
+        self, path: str, name: str, display: str, component: dict[str, Any], inputs: Mapping[str, object]
+    ) -> TaskResult:
+        spec = self._container(path, name, display, component, inputs)
+        assert spec is not None  # every input is known while running
+        declared = component.get("outputDefinitions", {}).get("parameters", {})
+        output_files = {p: host_path(f"{OUTPUTS_MOUNT}/{path}/{p}", spec.mounts) for p in declared}
+        for file in output_files.values():
+            Path(file).parent.mkdir(parents=True, exist_ok=True)
+        self.out(f"==> {path}: {display}")
+        tail: deque[str] = deque(maxlen=TAIL_LINES)
+
+        def log(line: str) -> None:
+            tail.append(line)
+            self.out(f"    | {line}")
+
+        started = time.monotonic()
+        try:
+            code = self.executor.run(spec, log)
+        except BaseException as e:  # interrupted (SIGINT/SIGTERM): the task log says so, then unwind
+            self._fail(path, display, time.monotonic() - started, f"interrupted ({e.__class__.__name__})")
+            raise
+        seconds = time.monotonic() - started
+        if code != 0:
+            last = next((line for line in reversed(tail) if line.strip()), "(no output)")
+            self._fail(path, display, seconds, f"{describe_exit(code)}: {last}")
+            self.out(f"FAIL {path} after {seconds:.1f} s ({describe_exit(code)})")
+            raise StepFailed(f"step {path} failed ({describe_exit(code)}): {last}", code)
+        values: dict[str, object] = {}
+        for pname, definition in declared.items():
+            file = Path(output_files[pname])
+            try:
+                text = file.read_text()
+            except OSError:
+                self._fail(path, display, seconds, f"no output parameter {pname}")
+                raise StepFailed(
+                    f"step {path} exited 0 but did not write its output parameter {pname} ({file})", 1
+                ) from None
+            kind = definition["parameterType"]
+            try:
+                values[pname] = typed_value(text.strip() if kind != "STRING" else text, kind, f"{path} output {pname}")
+            except OrchestrationError as e:
+                self._fail(path, display, seconds, str(e))
+                raise
+        result = TaskResult(path, display, "succeeded", seconds, values)
+        self.results.append(result)
+        shown = "".join(f", {k} = {text_value(v)}" for k, v in values.items())
+        self.out(f"ok   {path} in {seconds:.1f} s{shown}")
+        return result
