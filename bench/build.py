@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tools import baseimage, oci, registry  # noqa: E402
+from tools import baseimage, delivery, oci, registry  # noqa: E402
 
 TORCH_STEPS = {"train_model", "embedding"}
 
@@ -83,9 +83,8 @@ def main() -> int:
     sh(["git", "clone", "--quiet", "--no-hardlinks", str(ROOT), str(clone)], work)
     commit = sh(["git", "rev-parse", "HEAD"], clone)[1].strip()
     if args.template:
-        template = (ROOT / "tools" / "step.Dockerfile").read_text()
         for dockerfile in sorted(clone.glob("steps/*/Dockerfile")):
-            dockerfile.write_text(template.replace("STEP_MODULE", dockerfile.parent.name))
+            dockerfile.write_text(delivery.render_dockerfile(dockerfile.parent.name))
         sh(["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", "commit", "-qam", "template"], clone)
     reg = registry.start(work / "registry")
     results: dict = {

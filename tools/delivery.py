@@ -3,6 +3,7 @@
     python -m tools.delivery changed [--since REF] [--json] [--lock PATH]
     python -m tools.delivery build-changed [--registry R] [--push] [--base-image IMG] [--since REF] ...
     python -m tools.delivery base-image [--tag T]
+    python -m tools.delivery dockerfiles [--check]   rewrite steps/*/Dockerfile from tools/step.Dockerfile
 
 The nox sessions `changed`, `test-changed`, `build-changed` and `base-image` call the same functions
 (and build-changed there also runs each changed package's tests in its own venv first).
@@ -95,6 +96,163 @@ def image_tag(registry: str, package: Package) -> str:
     return f"{registry.rstrip('/')}/{package.dist}:{package.version}"
 
 
+# --- step Dockerfiles: tools/step.Dockerfile rendered per step ------------------------------------------
+
+TEMPLATE = Path(__file__).with_name("step.Dockerfile")
+
+
+def render_dockerfile(step_module: str) -> str:
+    """The Dockerfile of the step `mnist_ct.<step_module>`: the template with its module (one place)."""
+    return TEMPLATE.read_text().replace("STEP_MODULE", step_module)
+
+
+def write_dockerfiles(root: Path = ROOT, check: bool = False) -> list[Path]:
+    """The step Dockerfiles that differ from their rendering; rewritten unless `check`."""
+    stale = []
+    for package in monorepo.discover(root).values():
+        if package.kind != "step":
+            continue
+        dockerfile = package.path / "Dockerfile"
+        text = render_dockerfile(package.name)
+        if not dockerfile.is_file() or dockerfile.read_text() != text:
+            stale.append(dockerfile)
+            if not check:
+                dockerfile.write_text(text)
+    return stale
+
+
+# --- build-changed: plan, test, build each step, pin -----------------------------------------------------
+
+
+@dataclass
+class BuildPlan:
+    mode: str
+    packages: dict[str, Package]
+    ordered: list[str]  # to test, build and record, in the plan's order (libs, steps, orchestration)
+    deleted: list[str]  # lock entries to remove
+    reasons: dict[str, str]
+
+
+def plan_build(
+    root: Path, *, since: str | None, lock_path: Path, only: list[str] | None, rebuild_all: bool
+) -> BuildPlan:
+    """What to build: the changed packages (or all), narrowed to `only`; refuses unbumped versions."""
+    plan, errors = plan_or_fail(root, since, lock_path)
+    if errors:
+        raise DeliveryError("\n".join(errors))
+    packages = monorepo.discover(root)
+    names = list(packages) if rebuild_all else plan.changed()
+    if only:
+        unknown = [n for n in only if n not in packages]
+        if unknown:
+            raise DeliveryError(f"unknown package {unknown[0]!r}; known: {', '.join(packages)}")
+        names = [n for n in names if n in only]
+    ordered = [n for n in plan.changes if n in names]
+    reasons = {n: plan.changes[n].reason if plan.changes[n].changed else "rebuild requested" for n in ordered}
+    return BuildPlan(plan.mode, packages, ordered, plan.deleted() if not only else [], reasons)
+
+
+def warn_uncommitted(root: Path, todo: BuildPlan, log: Callable[[str], None]) -> None:
+    """Before a push: say so when the inputs to pin have uncommitted changes."""
+    paths = [todo.packages[n].path.relative_to(root).as_posix() for n in todo.ordered] + [monorepo.CONSTRAINTS]
+    dirty = [
+        line[3:]
+        for line in monorepo.git(root, "status", "--porcelain", "--", *paths).splitlines()
+        if monorepo.is_input(line[3:].strip('"'))
+    ]
+    if dirty:
+        log(f"warning: uncommitted changes ({', '.join(dirty[:3])}{' ...' if len(dirty) > 3 else ''}): "
+            "the lock will pin inputs that no commit has; commit first")  # fmt: skip
+
+
+def run_package_tests(
+    todo: BuildPlan, run_tests: Callable[[Package], None], report: Report, log: Callable[[str], None]
+) -> None:
+    """Each package's tests, in order; the first failure stops the build (run_tests raises)."""
+    for name in todo.ordered:
+        log(f"{name}: tests")
+        run_tests(todo.packages[name])
+        report.tested.append(name)
+
+
+def build_step(
+    root: Path,
+    package: Package,
+    packages: dict[str, Package],
+    *,
+    builder: str,
+    registry: str,
+    input_hash: str,
+    base_image: str | None,
+    no_cache: bool,
+    push: bool,
+    log: Callable[[str], None],
+) -> StepResult:
+    """One step: its wheelhouse, its image (pushed with `push`, the registry's digest checked)."""
+    name = package.name
+    dockerfile = package.path / "Dockerfile"
+    if not dockerfile.is_file():
+        raise DeliveryError(f"{name}: no Dockerfile in {package.path.relative_to(root)}")
+    if builder != "docker" and not oci.declares_args(dockerfile, "DEPS_SHA256", "LOCAL_SHA256"):
+        log(f"{name}: its Dockerfile declares no DEPS_SHA256/LOCAL_SHA256 args (tools/step.Dockerfile): "
+            f"{builder} cannot tell changed wheels from cached ones, so no layer cache")  # fmt: skip
+    t0 = time.monotonic()
+    cache = root / ".nox" / "wheelhouse" / "cache"
+    house = wheelhouse.build_wheelhouse(root, package, packages, root / ".nox" / "wheelhouse" / name, cache)
+    t1 = time.monotonic()
+    log(f"{name}: wheelhouse {len(house.requirements)} third-party + {len(house.local_wheels)} local wheels "
+        f"[{t1 - t0:.1f} s]")  # fmt: skip
+    tag = image_tag(registry, package)
+    args = {"DEPS_SHA256": house.deps_sha256, "LOCAL_SHA256": house.local_sha256}
+    if base_image:
+        args["BASE_IMAGE"] = base_image
+    # No labels: buildah copies labels into every cached intermediate image, whose ids end up in the
+    # final image's history, so a per-build label would make a cached build differ from a fresh one.
+    built = oci.build(builder, dockerfile, house.path, tag, build_args=args, no_cache=no_cache, push=push)
+    result = StepResult(
+        name, package.version, tag, built.digest, input_hash, t1 - t0, built.seconds,
+        house.deps_sha256, house.local_sha256,
+    )  # fmt: skip
+    try:
+        result.diff_ids = oci.diff_ids(builder, tag)
+        result.unpacked_bytes = oci.unpacked_size(builder, tag) or None
+    except (oci.OciError, KeyError, ValueError):
+        pass
+    if built.digest:
+        ref = f"{tag.rsplit(':', 1)[0]}@{built.digest}"
+        try:
+            result.pushed_bytes = oci.pushed_size(ref)  # also proves the digest resolves
+        except oci.OciError as e:
+            raise DeliveryError(f"{name}: pushed, but {ref} does not resolve: {e}") from None
+    size = f", {result.unpacked_bytes / 1e6:.0f} MB" if result.unpacked_bytes else ""
+    log(f"{name}: image {tag} {built.digest or '(built, not pushed)'} [{built.seconds:.1f} s{size}]")
+    return result
+
+
+def pin(
+    root: Path, lock_path: Path, package: Package, input_hash: str, digest: str | None, log: Callable[[str], None]
+) -> None:
+    """Write one package's lock entry (version, input hash; a step's image and pushed digest)."""
+    lockmod = monorepo.lock_module(root)
+    lock = lockmod.read_lock(lock_path)  # re-read: write only this entry
+    old = lock.packages.get(package.name)
+    image = f"{lock.registry.rstrip('/')}/{package.dist}" if package.kind == "step" else None
+    lock.packages[package.name] = lockmod.LockEntry(package.version, input_hash, image, digest)
+    lockmod.write_lock(lock, lock_path)
+    if old != lock.packages[package.name]:
+        log(f"{package.name}: lock <- {package.version} {input_hash[:19]}" + (f" {digest}" if digest else ""))
+
+
+def unpin_deleted(root: Path, lock_path: Path, names: list[str], log: Callable[[str], None]) -> None:
+    """Remove the lock entries of packages no longer in the tree."""
+    lockmod = monorepo.lock_module(root)
+    lock = lockmod.read_lock(lock_path)
+    for name in names:
+        lock.packages.pop(name, None)
+        log(f"{name}: deleted from the tree; lock entry removed")
+    lockmod.write_lock(lock, lock_path)
+
+
 def build_changed(
     root: Path = ROOT,
     *,
@@ -113,119 +271,43 @@ def build_changed(
     """Test, build and (with push) publish the changed packages; write what was pushed to the lock."""
     started = time.monotonic()
     lock_path = Path(lock_path or root / LOCK)
-    lockmod = monorepo.lock_module(root)
-    plan, errors = plan_or_fail(root, since, lock_path)
-    if errors:
-        raise DeliveryError("\n".join(errors))
-    packages = monorepo.discover(root)
-    names = list(packages) if rebuild_all else plan.changed()
-    if only:
-        unknown = [n for n in only if n not in packages]
-        if unknown:
-            raise DeliveryError(f"unknown package {unknown[0]!r}; known: {', '.join(packages)}")
-        names = [n for n in names if n in only]
-    ordered = [n for n in plan.changes if n in names]
-    report = Report(plan.mode, None, ordered, decide_s=time.monotonic() - started)
-    deleted = plan.deleted() if not only else []
-    if not ordered and not deleted:
-        log(f"nothing to build: no package changed ({plan.mode}) [{report.decide_s:.1f} s]")
+    todo = plan_build(root, since=since, lock_path=lock_path, only=only, rebuild_all=rebuild_all)
+    report = Report(todo.mode, None, todo.ordered, decide_s=time.monotonic() - started)
+    if not todo.ordered and not todo.deleted:
+        log(f"nothing to build: no package changed ({todo.mode}) [{report.decide_s:.1f} s]")
         report.total_s = time.monotonic() - started
         return report
-    for name in ordered:
-        c = plan.changes[name]
-        log(f"{name} {packages[name].version}: {c.reason if c.changed else 'rebuild requested'}")
-
+    for name in todo.ordered:
+        log(f"{name} {todo.packages[name].version}: {todo.reasons[name]}")
     if push:
-        paths = [packages[n].path.relative_to(root).as_posix() for n in ordered] + [monorepo.CONSTRAINTS]
-        dirty = [
-            line[3:]
-            for line in monorepo.git(root, "status", "--porcelain", "--", *paths).splitlines()
-            if monorepo.is_input(line[3:].strip('"'))
-        ]
-        if dirty:
-            log(f"warning: uncommitted changes ({', '.join(dirty[:3])}{' ...' if len(dirty) > 3 else ''}): "
-                "the lock will pin inputs that no commit has; commit first")  # fmt: skip
-
+        warn_uncommitted(root, todo, log)
     if run_tests is not None:
-        for name in ordered:
-            log(f"{name}: tests")
-            run_tests(packages[name])
-            report.tested.append(name)
+        run_package_tests(todo, run_tests, report, log)
 
-    lock = lockmod.read_lock(lock_path)
+    lock = monorepo.lock_module(root).read_lock(lock_path)
     push_registry = registry or os.environ.get("MNIST_CT_REGISTRY") or lock.registry
-    steps = [n for n in ordered if packages[n].kind == "step"]
-    if steps:
-        report.builder = oci.detect_builder(builder)
-        log(f"builder: {report.builder}; push to: {push_registry if push else '(not pushed)'}")
+    engine = ""
+    if any(todo.packages[n].kind == "step" for n in todo.ordered):
+        engine = report.builder = oci.detect_builder(builder)
+        log(f"builder: {engine}; push to: {push_registry if push else '(not pushed)'}")
     base_image = base_image or os.environ.get("MNIST_CT_BASE_IMAGE") or None
-    cache = root / ".nox" / "wheelhouse" / "cache"
-
-    for name in ordered:
-        package = packages[name]
-        input_hash = monorepo.input_hash(root, package, packages)
+    for name in todo.ordered:
+        package = todo.packages[name]
+        input_hash = monorepo.input_hash(root, package, todo.packages)
+        digest = None
         if package.kind == "step":
-            dockerfile = package.path / "Dockerfile"
-            if not dockerfile.is_file():
-                raise DeliveryError(f"{name}: no Dockerfile in {package.path.relative_to(root)}")
-            if report.builder != "docker" and not oci.declares_args(dockerfile, "DEPS_SHA256", "LOCAL_SHA256"):
-                log(f"{name}: its Dockerfile declares no DEPS_SHA256/LOCAL_SHA256 args (tools/step.Dockerfile): "
-                    f"{report.builder} cannot tell changed wheels from cached ones, so no layer cache")  # fmt: skip
-            t0 = time.monotonic()
-            house = wheelhouse.build_wheelhouse(root, package, packages, root / ".nox" / "wheelhouse" / name, cache)
-            t1 = time.monotonic()
-            log(f"{name}: wheelhouse {len(house.requirements)} third-party + {len(house.local_wheels)} local wheels "
-                f"[{t1 - t0:.1f} s]")  # fmt: skip
-            tag = image_tag(push_registry, package)
-            args = {"DEPS_SHA256": house.deps_sha256, "LOCAL_SHA256": house.local_sha256}
-            if base_image:
-                args["BASE_IMAGE"] = base_image
-            # No labels: buildah copies labels into every cached intermediate image, whose ids end up in the
-            # final image's history, so a per-build label would make a cached build differ from a fresh one.
-            built = oci.build(
-                report.builder,
-                dockerfile,
-                house.path,
-                tag,
-                build_args=args,
-                no_cache=no_cache,
-                push=push,
-            )
-            result = StepResult(
-                name, package.version, tag, built.digest, input_hash, t1 - t0, built.seconds,
-                house.deps_sha256, house.local_sha256,
+            result = build_step(
+                root, package, todo.packages, builder=engine, registry=push_registry, input_hash=input_hash,
+                base_image=base_image, no_cache=no_cache, push=push, log=log,
             )  # fmt: skip
-            try:
-                result.diff_ids = oci.diff_ids(report.builder, tag)
-                result.unpacked_bytes = oci.unpacked_size(report.builder, tag) or None
-            except (oci.OciError, KeyError, ValueError):
-                pass
-            if built.digest:
-                ref = f"{tag.rsplit(':', 1)[0]}@{built.digest}"
-                try:
-                    result.pushed_bytes = oci.pushed_size(ref)  # also proves the digest resolves
-                except oci.OciError as e:
-                    raise DeliveryError(f"{name}: pushed, but {ref} does not resolve: {e}") from None
             report.steps.append(result)
-            size = f", {result.unpacked_bytes / 1e6:.0f} MB" if result.unpacked_bytes else ""
-            log(f"{name}: image {tag} {built.digest or '(built, not pushed)'} [{built.seconds:.1f} s{size}]")
+            digest = result.digest
         if push:
-            lock = lockmod.read_lock(lock_path)  # re-read: write only this entry
-            old = lock.packages.get(name)
-            image = f"{lock.registry.rstrip('/')}/{package.dist}" if package.kind == "step" else None
-            digest = built.digest if package.kind == "step" else None
-            lock.packages[name] = lockmod.LockEntry(package.version, input_hash, image, digest)
-            lockmod.write_lock(lock, lock_path)
+            pin(root, lock_path, package, input_hash, digest, log)
             report.recorded.append(name)
-            if old != lock.packages[name]:
-                log(f"{name}: lock <- {package.version} {input_hash[:19]}" + (f" {digest}" if digest else ""))
-    if push and deleted:
-        lock = lockmod.read_lock(lock_path)
-        for name in deleted:
-            lock.packages.pop(name, None)
-            report.removed.append(name)
-            log(f"{name}: deleted from the tree; lock entry removed")
-        lockmod.write_lock(lock, lock_path)
+    if push and todo.deleted:
+        unpin_deleted(root, lock_path, todo.deleted, log)
+        report.removed.extend(todo.deleted)
     if not push and report.steps:
         log("built only: nothing pushed, the lock is unchanged (add --push to publish and pin)")
     report.total_s = time.monotonic() - started
@@ -263,11 +345,23 @@ def build_parser(prog: str = "nox -s build-changed --") -> argparse.ArgumentPars
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] not in ("changed", "build-changed", "base-image"):
-        print("usage: python -m tools.delivery changed|build-changed|base-image [options] (--help)", file=sys.stderr)
+    commands = ("changed", "build-changed", "base-image", "dockerfiles")
+    if not argv or argv[0] not in commands:
+        print(f"usage: python -m tools.delivery {'|'.join(commands)} [options] (--help)", file=sys.stderr)
         return 2
     command, rest = argv[0], argv[1:]
     try:
+        if command == "dockerfiles":
+            p = argparse.ArgumentParser(
+                prog="python -m tools.delivery dockerfiles",
+                description="Write each step's Dockerfile from the template.",
+            )
+            p.add_argument("--check", action="store_true", help="only list the ones that differ (exit 1 if any)")
+            args = p.parse_args(rest)
+            stale = write_dockerfiles(ROOT, check=args.check)
+            for dockerfile in stale:
+                print(f"{'differs' if args.check else 'rewritten'}: {dockerfile.relative_to(ROOT)}")
+            return 1 if args.check and stale else 0
         if command == "changed":
             args = changed_parser("python -m tools.delivery changed").parse_args(rest)
             plan, errors = plan_or_fail(ROOT, args.since, args.lock)

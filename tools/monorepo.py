@@ -28,6 +28,7 @@ from types import ModuleType
 CONSTRAINTS = "constraints.txt"
 LOCK = "orchestration/images.lock.json"
 LOCK_MODULE = "orchestration/src/mnist_ct/orchestration/lock.py"
+CONTAINERS_MODULE = "orchestration/src/mnist_ct/orchestration/containers.py"
 DOC_SUFFIXES = (".md", ".rst")
 
 
@@ -159,22 +160,38 @@ def input_hash(root: Path, package: Package, packages: dict[str, Package]) -> st
     return "sha256:" + h.hexdigest()
 
 
-# --- the lock (read and written only through orchestration's lock.py) ---------------------------------
+# --- orchestration's standard-library modules, loaded from their files --------------------------------
+# The lock is read and written only through orchestration's lock.py; container engines are chosen only by
+# its containers.py. Loaded by path: no kfp and no install needed.
 
 
-def lock_module(root: Path) -> ModuleType:
-    """orchestration's lock.py, loaded from its file (stdlib only, so no kfp and no install needed)."""
-    path = root / LOCK_MODULE
-    name = "_mnist_ct_lock_" + hashlib.sha256(str(path).encode()).hexdigest()[:12]
+def orchestration_module(root: Path, relpath: str) -> ModuleType:
+    """A standard-library-only module of orchestration, loaded from `root / relpath` (once per path)."""
+    path = root / relpath
+    name = "_mnist_ct_" + path.stem + "_" + hashlib.sha256(str(path).encode()).hexdigest()[:12]
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None or not path.is_file():
-        raise MonorepoError(f"{path}: the lock module is missing")
+        raise MonorepoError(f"{path}: the {path.stem} module is missing")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except ImportError as e:
+        del sys.modules[name]
+        raise MonorepoError(f"{path}: must load with the standard library alone, but: {e}") from None
     return module
+
+
+def lock_module(root: Path) -> ModuleType:
+    """orchestration's lock.py."""
+    return orchestration_module(root, LOCK_MODULE)
+
+
+def containers_module(root: Path) -> ModuleType:
+    """orchestration's containers.py (engine detection, running images)."""
+    return orchestration_module(root, CONTAINERS_MODULE)
 
 
 # --- change detection ---------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Build, push and inspect OCI images with whatever builder is present (standard library only).
 
 Builders, in order of preference: Docker (buildx, when a daemon answers), buildah (daemonless:
-`bud --isolation chroot`), podman. `MNIST_CT_BUILDER=docker|buildah|podman` forces one.
+`bud --isolation chroot`), podman. `MNIST_CT_BUILDER=docker|buildah|podman` forces one. The choice is
+orchestration's containers.detect_engine (loaded from its file: tools needs no install of orchestration).
 
 Reproducibility: every build gets `SOURCE_DATE_EPOCH=0` (a build arg, so pip writes hash-based .pyc
 and useradd a fixed date) and a fixed image timestamp (`--timestamp 0`, buildx `rewrite-timestamp`);
@@ -21,12 +22,15 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from tools import monorepo
+
+ROOT = Path(__file__).resolve().parents[1]
 
 BUILDERS = ("docker", "buildah", "podman")
 EPOCH = "0"
@@ -71,34 +75,23 @@ def split_reference(reference: str) -> tuple[str, str | None, str | None]:
 # --- builders -------------------------------------------------------------------------------------------
 
 
-def _docker_works() -> bool:
-    if shutil.which("docker") is None:
-        return False
-    try:
-        run(["docker", "buildx", "version"], timeout=20)
-        run(["docker", "info", "--format", "{{.ServerVersion}}"], timeout=20)
-        return True
-    except OciError:
-        return False
+# Docker builds need buildx as well as a daemon that answers.
+DOCKER_BUILDS = (("docker", "buildx", "version"), ("docker", "info", "--format", "{{.ServerVersion}}"))
 
 
 def detect_builder(prefer: str | None = None) -> str:
-    """The builder to use: `prefer`, else $MNIST_CT_BUILDER, else docker (daemon up), buildah, podman."""
-    wanted = prefer or os.environ.get("MNIST_CT_BUILDER") or None
-    if wanted:
-        if wanted not in BUILDERS:
-            raise OciError(f"unknown builder {wanted!r}; use one of {', '.join(BUILDERS)}")
-        if shutil.which(wanted) is None:
-            raise OciError(f"builder {wanted} is not installed")
-        return wanted
-    if _docker_works():
-        return "docker"
-    for name in ("buildah", "podman"):
-        if shutil.which(name):
-            return name
-    raise OciError(
-        "no image builder: install buildah (apt-get install buildah), or podman, or run a Docker daemon with buildx"
-    )
+    """The builder to use: `prefer`, else $MNIST_CT_BUILDER, else docker (buildx, daemon up), buildah, podman.
+
+    The choice is orchestration's containers.detect_engine (one implementation), loaded by path like the
+    lock module, with the builder's variable and probes.
+    """
+    containers = monorepo.containers_module(ROOT)
+    try:
+        return containers.detect_engine(
+            prefer, variable="MNIST_CT_BUILDER", docker_probes=DOCKER_BUILDS, what="builder"
+        )
+    except containers.ContainerError as e:
+        raise OciError(str(e)) from None
 
 
 def declares_args(dockerfile: Path, *names: str) -> bool:

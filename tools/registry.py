@@ -161,9 +161,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.action == "stop":
             print("stopped" if stop(args.storage) else "not running")
         else:
-            reg = status(args.storage)
-            print(reg.address if reg else "not running")
-            return 0 if reg else 1
+            running = status(args.storage)
+            print(running.address if running else "not running")
+            return 0 if running else 1
     except RegistryError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

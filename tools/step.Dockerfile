@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
-# The step image template (every steps/<step>/Dockerfile is this with its module name). The build context
-# is the wheelhouse that tools/wheelhouse.py makes: deps/ (third-party wheels + requirements.txt) and
-# local/ (the step's and its libs' wheels). Build it with `nox -s build-changed`.
+# The image of the step mnist_ct.STEP_MODULE, rendered from tools/step.Dockerfile: edit that template, then
+# run `python -m tools.delivery dockerfiles` (tools/tests fail while a step's Dockerfile differs from it).
+# The build context is the wheelhouse that tools/wheelhouse.py makes: deps/ (third-party wheels +
+# requirements.txt) and local/ (the step's and its libs' wheels). Build it with `nox -s build-changed`.
 # Pinned by digest (docs/delivery.md says where it comes from and how to refresh it).
 ARG BASE_IMAGE=docker.io/library/python:3.11-slim-bookworm@sha256:6d2502238109c929569ae99355e28890c438cb11bc88ef02cd189c173b3db07c
 FROM ${BASE_IMAGE}

@@ -15,7 +15,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+# orchestration's standard-library modules that tools/ loads by path (the lock; engine detection).
 LOCK_MODULE = "orchestration/src/mnist_ct/orchestration/lock.py"
+CONTAINERS_MODULE = "orchestration/src/mnist_ct/orchestration/containers.py"
 
 
 def pytest_configure(config):
@@ -93,7 +95,8 @@ class FixtureRepo:
         self.add_step("tiny", deps=("mnist-ct-tinylib", "numpy"))
         if other:
             self.add_step("other", deps=())
-        w(LOCK_MODULE, (REPO / LOCK_MODULE).read_text())
+        for module in (LOCK_MODULE, CONTAINERS_MODULE):
+            w(module, (REPO / module).read_text())
         w("orchestration/images.lock.json", json.dumps({"registry": "ghcr.io/mnist-ct-test", "packages": {}}))
         if tooling:
             shutil.copytree(REPO / "tools", root / "tools", ignore=shutil.ignore_patterns("tests", "__pycache__"))
@@ -116,8 +119,9 @@ class FixtureRepo:
             w(f"steps/{name}/src/mnist_ct/{name}/__init__.py", "")
             w(f"steps/{name}/src/mnist_ct/{name}/__main__.py", STEP_MAIN.format(name=name))
             w(f"steps/{name}/tests/test_{name}.py", STEP_TEST.format(name=name))
-            template = (REPO / "tools" / "step.Dockerfile").read_text()
-            w(f"steps/{name}/Dockerfile", template.replace("STEP_MODULE", name))
+            from tools import delivery
+
+            w(f"steps/{name}/Dockerfile", delivery.render_dockerfile(name))
         else:
             w(f"steps/{name}/src/mnist_ct/{name}/__init__.py", "VALUE = 1\n")
 

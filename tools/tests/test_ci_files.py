@@ -9,6 +9,8 @@ import subprocess
 import pytest
 from conftest import REPO
 
+from tools import delivery
+
 WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))
 DOCKERFILES = sorted(REPO.glob("steps/*/Dockerfile")) + [REPO / "tools" / "step.Dockerfile"]
 
@@ -77,9 +79,30 @@ def test_step_dockerfile_keeps_the_build_contract(dockerfile):
     assert f'"mnist_ct.{module}"]' in text
 
 
+@pytest.mark.parametrize("dockerfile", sorted(REPO.glob("steps/*/Dockerfile")), ids=lambda p: p.parent.name)
+def test_step_dockerfile_is_the_template_rendered_for_its_step(dockerfile):
+    assert dockerfile.read_text() == delivery.render_dockerfile(dockerfile.parent.name), (
+        f"{dockerfile.relative_to(REPO)} differs from tools/step.Dockerfile rendered for its step: "
+        "edit the template, then run `python -m tools.delivery dockerfiles`"
+    )
+
+
+def test_dockerfiles_command_rewrites_stale_and_missing_dockerfiles(repo):
+    tiny, other = (repo.root / "steps" / name / "Dockerfile" for name in ("tiny", "other"))
+    tiny.write_text(tiny.read_text().replace("# The image", "# An edited image"))
+    assert not other.exists()
+    assert delivery.write_dockerfiles(repo.root, check=True) == [other, tiny]
+    assert delivery.write_dockerfiles(repo.root) == [other, tiny]
+    assert tiny.read_text() == delivery.render_dockerfile("tiny") and other.read_text() == delivery.render_dockerfile(
+        "other"
+    )
+    assert delivery.write_dockerfiles(repo.root, check=True) == []
+
+
 def test_ci_run_is_valid_bash_and_installs_the_image_tools():
     text = (REPO / ".ci" / "run").read_text()
     assert subprocess.run(["bash", "-n", str(REPO / ".ci" / "run")]).returncode == 0
     for package in ("buildah", "skopeo", "debootstrap", "docker-registry"):
         assert package in text
     assert "nox -s" in text and "tooling" in text
+    assert re.search(r"pip install .*-c constraints.txt .*\buv\b", text), "CI installs uv: nox makes venvs with it"
