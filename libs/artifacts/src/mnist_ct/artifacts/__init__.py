@@ -30,7 +30,7 @@ from .dataset import (
     write_dataset,
 )
 from .embeddings import EMBEDDINGS_KIND, Embeddings, check_embeddings, read_embeddings, write_embeddings
-from .entry import command_main, describe_os_error, error_boundary, run_step, step_main
+from .entry import command_main, describe_os_error, error_boundary, parse_args, step_main
 from .errors import (
     EXIT_BAD_INPUT,
     EXIT_BUG,
@@ -112,13 +112,13 @@ __all__ = [
     "non_negative_int",
     "pixel_stats",
     "positive_int",
+    "parse_args",
     "publish",
     "read_dataset",
     "read_embeddings",
     "read_manifest",
     "read_split",
     "read_verified",
-    "run_step",
     "require_torchscript",
     "run_paths",
     "seed_value",

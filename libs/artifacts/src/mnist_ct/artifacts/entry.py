@@ -214,7 +214,3 @@ def step_main(
 
     return command_main(step, parser, work, argv)
 
-
-def run_step(step: str, work: Callable[[], int | None]) -> int:
-    """Deprecated: the 0.1 name of error_boundary, kept while the steps move to step_main."""
-    return error_boundary(step, work)
