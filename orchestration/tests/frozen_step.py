@@ -34,7 +34,7 @@ def freeze() -> None:
 
 def once(stop: Callable[[], None]) -> Callable[[], None]:
     """`stop`, the first time only."""
-    done = []
+    done: list[bool] = []
 
     def first() -> None:
         if not done:

@@ -139,7 +139,7 @@ class FakeKfp:
             return pipeline
         if method == "POST" and parts == ["pipelines", "upload_version"]:
             content = self._uploaded(headers, body)
-            pid, name = query.get("pipelineid"), query.get("name") or query.get("display_name")
+            pid, name = query.get("pipelineid") or "", query.get("name") or query.get("display_name") or ""
             if pid not in s.pipelines:
                 raise ApiError(404, f"pipeline {pid} not found")
             if not name:
@@ -196,7 +196,7 @@ class FakeKfp:
             if doc.get("experiment_id") not in s.experiments:
                 raise ApiError(404, "experiment not found")
             ref = doc.get("pipeline_version_reference") or {}
-            versions = s.versions.get(ref.get("pipeline_id"), [])
+            versions = s.versions.get(str(ref.get("pipeline_id")), [])
             if not any(v["pipeline_version_id"] == ref.get("pipeline_version_id") for v in versions):
                 raise ApiError(404, "pipeline version not found")
             run = {
@@ -219,6 +219,7 @@ class FakeKfp:
         if len(files) != 1:
             raise ApiError(400, "expected one multipart field uploadfile")
         content = files[0].get_payload(decode=True)
+        assert isinstance(content, bytes)
         try:
             doc = next(yaml.safe_load_all(content))
         except yaml.YAMLError:

@@ -6,7 +6,7 @@ from mnist_ct.orchestration import cel
 
 
 @dsl.container_component
-def produce(n: dsl.OutputPath(int), x: dsl.OutputPath(float), s: dsl.OutputPath(str)):
+def produce(n: dsl.OutputPath(int), x: dsl.OutputPath(float), s: dsl.OutputPath(str)):  # type: ignore[valid-type]
     return dsl.ContainerSpec(image="busybox", command=["true"], args=[n, x, s])
 
 

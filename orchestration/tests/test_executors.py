@@ -157,7 +157,7 @@ def test_options_are_checked_by_each_steps_own_parser_in_its_python(fake_steps, 
     assert checks[0] == {"refused": None, "unchecked": None}
     assert checks[1] == {"refused": "argument --epochs: must be from 1 to 10000, got -1", "unchecked": None}
     assert checks[2] == {"refused": "--index 'HNSW0': not a FAISS index factory string", "unchecked": None}
-    assert checks[3]["unchecked"].startswith("cannot import mnist_ct.no_such_step.__main__ (ModuleNotFoundError: ")
+    assert str(checks[3]["unchecked"]).startswith("cannot import mnist_ct.no_such_step.__main__ (ModuleNotFoundError: ")
     assert checks[4] == {
         "refused": None,
         "unchecked": "command ['sh', '-c', 'true'] is not `python -m mnist_ct.<step>`",

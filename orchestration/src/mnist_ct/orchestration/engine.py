@@ -318,8 +318,8 @@ class LocalRun:
         assert spec is not None  # every input is known while running
         declared = component.get("outputDefinitions", {}).get("parameters", {})
         output_files = {p: host_path(f"{OUTPUTS_MOUNT}/{path}/{p}", spec.mounts) for p in declared}
-        for file in output_files.values():
-            Path(file).parent.mkdir(parents=True, exist_ok=True)
+        for output_file in output_files.values():
+            Path(output_file).parent.mkdir(parents=True, exist_ok=True)
         self.out(f"==> {path}: {display}")
         tail: deque[str] = deque(maxlen=TAIL_LINES)
 
