@@ -14,12 +14,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import release, run_local
 
+from mnist_ct.artifacts.testing import tmpfs_volume
 from mnist_ct.orchestration.__main__ import main
 
 
@@ -35,19 +35,6 @@ def refused(capsys: pytest.CaptureFixture[str], command: str, *fragments: str) -
 def made(root: Path) -> list[str]:
     """Everything under `root`, relative."""
     return sorted(str(p.relative_to(root)) for p in root.rglob("*")) if root.exists() else []
-
-
-@contextlib.contextmanager
-def tmpfs(folder: Path, options: str) -> Iterator[Path]:
-    """`folder` as a small tmpfs mount (as root); the test is skipped where mounting is not allowed."""
-    folder.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or done.returncode}): needs root")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
 # -- run-local: the run id and the work dir ------------------------------------------------------------
@@ -245,14 +232,14 @@ def test_bad_input_run_local_pipeline_file(fake_steps, tmp_path, capsys, content
 
 
 def test_bad_input_run_local_read_only_workdir(fake_steps, tmp_path, capsys):
-    with tmpfs(tmp_path / "ro", "ro") as workdir:
+    with tmpfs_volume(tmp_path / "ro", read_only=True) as workdir:
         assert run_local(workdir) == 5
         refused(capsys, "run-local", f"{workdir / 'kfp'}", "Read-only file system", "mount it read-write")
         assert made(workdir) == []
 
 
 def test_bad_input_run_local_full_disk(fake_steps, tmp_path, capsys):
-    with tmpfs(tmp_path / "full", "size=64k") as workdir:
+    with tmpfs_volume(tmp_path / "full", "64k") as workdir:
         filler = workdir / "filler"
         with contextlib.suppress(OSError), open(filler, "wb") as f:
             while True:
@@ -264,7 +251,7 @@ def test_bad_input_run_local_full_disk(fake_steps, tmp_path, capsys):
 
 
 def test_bad_input_run_local_disk_full_while_a_step_writes(fake_steps, dev_yaml, tmp_path, capsys):
-    with tmpfs(tmp_path / "full", "size=64k") as workdir:
+    with tmpfs_volume(tmp_path / "full", "64k") as workdir:
         with contextlib.suppress(OSError), open(workdir / "filler", "wb") as f:
             while True:
                 f.write(b"\0" * 4096)
@@ -331,7 +318,7 @@ def test_bad_input_compile_output_that_is_a_folder(pinned_lock_file, tmp_path, c
 
 
 def test_bad_input_compile_read_only_output_folder(pinned_lock_file, tmp_path, capsys):
-    with tmpfs(tmp_path / "ro", "ro") as folder:
+    with tmpfs_volume(tmp_path / "ro", read_only=True) as folder:
         assert main(["compile", "-o", str(folder / "p.yaml"), "--lock", str(pinned_lock_file)]) == 5
         refused(capsys, "compile", str(folder), "Read-only file system")
 

@@ -24,6 +24,7 @@ import torch
 from fixture_run import FixtureRun, cli_roots, replace_listed_file, script_bytes
 from torch import nn
 
+from mnist_ct.artifacts.testing import tmpfs_volume
 from mnist_ct.deploy.__main__ import main
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -508,30 +509,12 @@ def test_bad_input_a_file_where_a_deploy_folder_should_be(runs, deploy_root, cap
     assert (deploy_root / folder).read_text() == "in the way"
 
 
-def _mount_tmpfs(where: Path, options: str) -> None:
-    where.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True)
-    if done.returncode != 0:
-        where.rmdir()
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.decode().strip()}")
-
-
 @pytest.fixture(params=["200k", "380k"])
 def small_volume(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
     """A tmpfs too small for a deploy: 200 kB fill up while the sources (~200 kB) are copied into the history
     staging, 380 kB while torch-model-archiver writes the archive (~190 kB) beside them."""
-    where = tmp_path / "full"
-    _mount_tmpfs(where, f"size={request.param}")
-    yield where
-    subprocess.run(["umount", str(where)], check=True)
-
-
-@pytest.fixture
-def read_only_volume(tmp_path: Path) -> Iterator[Path]:
-    where = tmp_path / "ro"
-    _mount_tmpfs(where, "ro")
-    yield where
-    subprocess.run(["umount", str(where)], check=True)
+    with tmpfs_volume(tmp_path / "full", request.param) as where:
+        yield where
 
 
 def test_bad_input_full_deploy_volume_exits_5_and_leaves_nothing_half_written(runs, small_volume, capsys):

@@ -213,4 +213,3 @@ def step_main(
         return run(paths, checked, Log(step, args.quiet))
 
     return command_main(step, parser, work, argv)
-

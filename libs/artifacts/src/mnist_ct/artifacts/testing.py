@@ -12,7 +12,7 @@ import argparse
 import contextlib
 import re
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +21,16 @@ from .dataset import Split
 from .mnist5k import TEST_PRODUCER, mnist5k, publish_run, take
 from .paths import RunPaths
 
-__all__ = ["TEST_PRODUCER", "KNN_VOTE_CASES", "FAISS_NO_NEIGHBOUR", "mnist5k", "publish_run", "take", "run_args"]
+__all__ = [
+    "tmpfs_volume",
+    "TEST_PRODUCER",
+    "KNN_VOTE_CASES",
+    "FAISS_NO_NEIGHBOUR",
+    "mnist5k",
+    "publish_run",
+    "take",
+    "run_args",
+]
 
 # The k-NN vote's behaviour, one table for every implementation that must agree with mnist_ct.artifacts.knn
 # (analysis, the serving handler inside the .mar): (neighbour labels nearest first, inner products, vote)
@@ -69,10 +78,14 @@ def assert_readme_documents(parser: argparse.ArgumentParser, readme: Path, headi
 
 
 @contextlib.contextmanager
-def tmpfs_volume(folder: Path, size_kib: int = 64, read_only: bool = False) -> Iterator[Path]:
-    """A real small (or read-only) file system mounted at `folder`, for disk-full and EROFS tests (needs root)."""
+def tmpfs_volume(folder: Path, size: str = "64k", read_only: bool = False) -> Iterator[Path]:
+    """A real small (or read-only) file system mounted at `folder`, for disk-full and EROFS tests.
+
+    Needs root (CI runs as root; chmod cannot stop root, a read-only mount can); the test is skipped, saying
+    why, where mounting is impossible.
+    """
     folder.mkdir(parents=True, exist_ok=True)
-    options = f"size={size_kib}k" + (",ro" if read_only else "")
+    options = f"size={size}" + (",ro" if read_only else "")
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.decode().strip()}")
@@ -83,9 +96,20 @@ def tmpfs_volume(folder: Path, size_kib: int = 64, read_only: bool = False) -> I
 
 
 @pytest.fixture
+def tmpfs() -> Iterator[Callable[..., Path]]:
+    """mount(folder, size="200k", read_only=False) -> folder: tmpfs_volume for the rest of the test."""
+    with contextlib.ExitStack() as mounts:
+
+        def mount(folder: Path, size: str = "200k", read_only: bool = False) -> Path:
+            return mounts.enter_context(tmpfs_volume(folder, size, read_only))
+
+        yield mount
+
+
+@pytest.fixture
 def full_volume(tmp_path: Path) -> Iterator[Path]:
     """A folder on a 64 KiB file system that is already full: every write fails with ENOSPC."""
-    with tmpfs_volume(tmp_path / "full", 64) as folder:
+    with tmpfs_volume(tmp_path / "full", "64k") as folder:
         with open(folder / "filler", "wb", buffering=0) as f, contextlib.suppress(OSError):
             f.write(b"\0" * (128 * 1024))
         yield folder
@@ -94,7 +118,7 @@ def full_volume(tmp_path: Path) -> Iterator[Path]:
 @pytest.fixture
 def read_only_volume(tmp_path: Path) -> Iterator[Path]:
     """A folder on a read-only file system: every write fails with EROFS (even as root)."""
-    with tmpfs_volume(tmp_path / "ro", 64, read_only=True) as folder:
+    with tmpfs_volume(tmp_path / "ro", read_only=True) as folder:
         yield folder
 
 
