@@ -8,7 +8,7 @@ from conftest import fake_digest, lock_with, pinned_lock
 from mnist_ct.orchestration.__main__ import main
 from mnist_ct.orchestration.compiling import verify
 from mnist_ct.orchestration.errors import OrchestrationError
-from mnist_ct.orchestration.lock import write_lock
+from mnist_ct.orchestration.lock import LOCK_PATH, read_lock, write_lock
 from mnist_ct.orchestration.pipeline import DEV_MARKER, ORDER
 from mnist_ct.orchestration.spec import CompiledPipeline, load, parse
 
@@ -104,7 +104,8 @@ def test_dev_compile_uses_tags_where_unpinned_and_is_marked_not_releasable(tmp_p
     assert main(["compile", "--dev", "-o", str(out), "--lock", str(lock_path)]) == 0
     compiled = load(out)
     images = {e["container"]["command"][2]: e["container"]["image"] for e in compiled.executors.values()}
-    assert images["mnist_ct.validate"] == "ghcr.io/mnist-ct/mnist-ct-validate:0.1.0"
+    version = read_lock(LOCK_PATH).packages["validate"].version  # the tag is the locked version
+    assert images["mnist_ct.validate"] == f"ghcr.io/mnist-ct/mnist-ct-validate:{version}"
     assert images["mnist_ct.deploy"] == f"ghcr.io/mnist-ct/mnist-ct-deploy@{fake_digest('deploy')}"
     assert compiled.description.startswith(DEV_MARKER)
     assert "not releasable" in capsys.readouterr().out
@@ -200,7 +201,8 @@ def test_an_image_that_differs_from_the_lock_fails_the_check(strict_yaml, tmp_pa
 
 def test_a_tag_is_refused_outside_dev_builds(dev_yaml):
     problems = problems_of(dev_yaml, dev=False)
-    assert any("image ghcr.io/mnist-ct/mnist-ct-deploy:0.1.0 is not pinned by digest" in p for p in problems)
+    tag = f"ghcr.io/mnist-ct/mnist-ct-deploy:{read_lock(LOCK_PATH).packages['deploy'].version}"
+    assert any(f"image {tag} is not pinned by digest" in p for p in problems)
 
 
 @pytest.mark.parametrize(
