@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--label", required=True, help="the name of this measurement in testcmd.json (before, after)")
     p.add_argument("--ref", default="HEAD", help="the commit to clone and run (default: %(default)s)")
     p.add_argument("--log", type=Path, help="record this earlier run's log (with `time`'s real line) instead")
+    p.add_argument("--keep-log", type=Path, help="write the run's output here (for a failed run: why)")
     args = p.parse_args(argv)
     ref = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", args.ref], capture_output=True, text=True)
     if args.log:
@@ -65,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         measured, load = datetime.fromtimestamp(args.log.stat().st_mtime, UTC), None  # not known afterwards
     else:
         log, seconds, passed = run(args.ref)
+        if args.keep_log:
+            args.keep_log.write_text(log)
         measured, load = datetime.now(UTC), [round(x, 2) for x in os.getloadavg()]
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     results[args.label] = {
