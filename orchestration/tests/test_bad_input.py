@@ -239,7 +239,7 @@ def test_bad_input_run_local_read_only_workdir(fake_steps, tmp_path, capsys):
 
 
 def test_bad_input_run_local_full_disk(fake_steps, tmp_path, capsys):
-    with tmpfs_volume(tmp_path / "full", "64k") as workdir:
+    with tmpfs_volume(tmp_path / "full", 64) as workdir:
         filler = workdir / "filler"
         with contextlib.suppress(OSError), open(filler, "wb") as f:
             while True:
@@ -251,7 +251,7 @@ def test_bad_input_run_local_full_disk(fake_steps, tmp_path, capsys):
 
 
 def test_bad_input_run_local_disk_full_while_a_step_writes(fake_steps, dev_yaml, tmp_path, capsys):
-    with tmpfs_volume(tmp_path / "full", "64k") as workdir:
+    with tmpfs_volume(tmp_path / "full", 64) as workdir:
         with contextlib.suppress(OSError), open(workdir / "filler", "wb") as f:
             while True:
                 f.write(b"\0" * 4096)

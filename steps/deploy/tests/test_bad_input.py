@@ -509,7 +509,7 @@ def test_bad_input_a_file_where_a_deploy_folder_should_be(runs, deploy_root, cap
     assert (deploy_root / folder).read_text() == "in the way"
 
 
-@pytest.fixture(params=["200k", "380k"])
+@pytest.fixture(params=[200, 380])
 def small_volume(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
     """A tmpfs too small for a deploy: 200 kB fill up while the sources (~200 kB) are copied into the history
     staging, 380 kB while torch-model-archiver writes the archive (~190 kB) beside them."""

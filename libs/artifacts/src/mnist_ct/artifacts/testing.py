@@ -78,14 +78,14 @@ def assert_readme_documents(parser: argparse.ArgumentParser, readme: Path, headi
 
 
 @contextlib.contextmanager
-def tmpfs_volume(folder: Path, size: str = "64k", read_only: bool = False) -> Iterator[Path]:
+def tmpfs_volume(folder: Path, size_kib: int = 64, read_only: bool = False) -> Iterator[Path]:
     """A real small (or read-only) file system mounted at `folder`, for disk-full and EROFS tests.
 
     Needs root (CI runs as root; chmod cannot stop root, a read-only mount can); the test is skipped, saying
     why, where mounting is impossible.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    options = f"size={size}" + (",ro" if read_only else "")
+    options = f"size={size_kib}k" + (",ro" if read_only else "")
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.decode().strip()}")
@@ -101,7 +101,8 @@ def tmpfs() -> Iterator[Callable[..., Path]]:
     with contextlib.ExitStack() as mounts:
 
         def mount(folder: Path, size: str = "200k", read_only: bool = False) -> Path:
-            return mounts.enter_context(tmpfs_volume(folder, size, read_only))
+            kib = int(size[:-1]) * {"k": 1, "m": 1024}[size[-1]]  # mount's own notation: 200k, 1m
+            return mounts.enter_context(tmpfs_volume(folder, kib, read_only))
 
         yield mount
 
@@ -109,7 +110,7 @@ def tmpfs() -> Iterator[Callable[..., Path]]:
 @pytest.fixture
 def full_volume(tmp_path: Path) -> Iterator[Path]:
     """A folder on a 64 KiB file system that is already full: every write fails with ENOSPC."""
-    with tmpfs_volume(tmp_path / "full", "64k") as folder:
+    with tmpfs_volume(tmp_path / "full", 64) as folder:
         with open(folder / "filler", "wb", buffering=0) as f, contextlib.suppress(OSError):
             f.write(b"\0" * (128 * 1024))
         yield folder
