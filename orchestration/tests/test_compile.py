@@ -286,3 +286,27 @@ def test_a_dev_build_passes_its_own_checks(dev_yaml):
     compiled = verify(dev_yaml, lock_with(dict.fromkeys(ORDER)), dev=True)
     assert isinstance(compiled, CompiledPipeline)
     assert parse(dev_yaml.read_text()).description.startswith(DEV_MARKER)
+
+
+def test_compile_without_lock_option_uses_the_lock_of_the_working_directorys_repository(
+    tmp_path, pinned_lock_file, monkeypatch, capsys
+):
+    """An installed mnist-ct (a wheel in a venv, as the workflows install it) pins the checkout it runs in."""
+    repo = tmp_path / "clone"
+    (repo / "orchestration").mkdir(parents=True)
+    (repo / "orchestration" / "images.lock.json").write_bytes(pinned_lock_file.read_bytes())
+    (repo / "steps" / "deep").mkdir(parents=True)
+    monkeypatch.chdir(repo / "steps" / "deep")
+    monkeypatch.setattr("mnist_ct.orchestration.lock.LOCK_PATH", tmp_path / "site-packages" / "images.lock.json")
+    assert main(["compile", "-o", str(tmp_path / "p.yaml")]) == 0
+    assert "every image pinned by digest" in capsys.readouterr().out
+    assert load(tmp_path / "p.yaml").executors  # compiled from the clone's lock, not the module's
+
+
+def test_compile_outside_any_repository_names_the_missing_lock(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("mnist_ct.orchestration.lock.LOCK_PATH", tmp_path / "site-packages" / "images.lock.json")
+    assert main(["compile", "-o", str(tmp_path / "p.yaml")]) == 3
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "orchestration/images.lock.json" in err and "--lock" in err
+    assert not (tmp_path / "p.yaml").exists()

@@ -14,7 +14,6 @@ from pathlib import Path
 
 from mnist_ct.artifacts import UsageError, error_boundary
 from mnist_ct.artifacts.entry import parse_args
-from mnist_ct.orchestration.lock import LOCK_PATH
 
 PROG = "mnist-ct"
 RUN_LOCAL_PARAMETERS = ("dataset", "baseline", "epochs", "limit_per_class", "index", "seed")
@@ -29,7 +28,11 @@ def _param(text: str) -> tuple[str, str]:
 
 def _add_lock(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--lock", type=Path, default=LOCK_PATH, help="the image lock (default: orchestration/images.lock.json)"
+        "--lock",
+        type=Path,
+        default=None,
+        help="the image lock (default: orchestration/images.lock.json in the working directory or the nearest "
+        "folder above it; else the one beside an editable install)",
     )
 
 

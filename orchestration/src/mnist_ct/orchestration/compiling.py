@@ -12,15 +12,16 @@ from kfp import compiler
 from mnist_ct.orchestration import spec
 from mnist_ct.orchestration.checks import check, expected_image
 from mnist_ct.orchestration.errors import OrchestrationError
-from mnist_ct.orchestration.lock import Lock, LockError, read_lock
+from mnist_ct.orchestration.lock import Lock, LockError, find_lock, read_lock
 from mnist_ct.orchestration.pipeline import DESCRIPTION, DEV_MARKER, ORDER, build
 
 
-def load_lock(path: Path) -> Lock:
-    """The image lock at `path`; its problems as OrchestrationError (exit 3). lock.py stays standard-library
-    only (the delivery tooling loads it by path), so its LockError is turned into ours here."""
+def load_lock(path: Path | None) -> Lock:
+    """The image lock at `path` (None: find_lock's, from the working directory); its problems as
+    OrchestrationError (exit 3). lock.py stays standard-library only (the delivery tooling loads it by path),
+    so its LockError is turned into ours here."""
     try:
-        return read_lock(path)
+        return read_lock(find_lock() if path is None else path)
     except LockError as e:
         raise OrchestrationError(str(e)) from None
 

@@ -88,7 +88,7 @@ def summary(result: RunResult) -> list[str]:
 
 def run_local(
     workdir: Path,
-    lock_path: Path,
+    lock_path: Path | None,
     params: Mapping[str, str],
     run_id: str | None = None,
     pipeline: Path | None = None,

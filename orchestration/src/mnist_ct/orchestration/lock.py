@@ -26,7 +26,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+# The lock beside these sources: right for a checkout or an editable install, meaningless for a wheel
+# installed into a venv (it would point into site-packages), hence find_lock().
 LOCK_PATH = Path(__file__).resolve().parents[3] / "images.lock.json"
+LOCK_IN_REPO = Path("orchestration") / "images.lock.json"
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
@@ -83,6 +86,26 @@ class Lock:
                 doc |= {"image": e.image, "digest": e.digest}
             packages[name] = doc
         return {"registry": self.registry, "packages": packages}
+
+
+def find_lock(start: Path | None = None) -> Path:
+    """The repository's lock: `orchestration/images.lock.json` in the working directory or the nearest folder
+    above it that has one (as git finds .git), else the one beside these sources (an editable install).
+
+    An installed `mnist-ct` (a wheel in a venv, as the workflows install it) thus pins the images of the
+    checkout it runs in; LockError when there is none.
+    """
+    start = Path.cwd() if start is None else start
+    for folder in (start, *start.resolve().parents):
+        candidate = folder / LOCK_IN_REPO
+        if candidate.is_file():
+            return candidate
+    if LOCK_PATH.is_file():
+        return LOCK_PATH
+    raise LockError(
+        f"image lock not found: no {LOCK_IN_REPO} in {start} or any folder above it; "
+        "run from the repository or pass --lock PATH"
+    )
 
 
 def read_lock(path: Path = LOCK_PATH) -> Lock:
