@@ -228,7 +228,7 @@ def test_help_documents_every_option(capsys):
         "--metrics-out",
         "--ui-metadata-out",
         "--executor-input",
-        "--html-out",
+        "--output-artifact",
         "--max-examples",
         "--threads",
         "--run-id",
@@ -256,8 +256,7 @@ def test_options_built_in_code_are_checked_too(tmp_path):
         ({"vote": "loudest"}, "--vote 'loudest': choose one of majority, distance"),
         ({"max_examples": -1}, "--max-examples -1: give 0..10000"),
         ({"threads": 1025}, "--threads 1025: give 0..1024"),
-        ({"html_out": tmp_path}, f"--html-out {tmp_path}: is a folder"),
-        ({"executor_input": {"outputs": {}}}, "--executor-input has no outputs.outputFile"),
+        ({"accuracy_out": tmp_path}, f"--accuracy-out {tmp_path}: is a folder"),
     ):
         with pytest.raises(UsageError, match=re.escape(needle)):
             Options(**bad)

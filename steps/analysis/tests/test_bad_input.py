@@ -229,9 +229,9 @@ def test_bad_input_output_file_under_a_file_exits_2(crafted, capsys, tmp_path):
 def test_bad_input_two_outputs_to_one_file_exit_2(crafted, capsys, tmp_path):
     out = str(tmp_path / "out")
 
-    assert main(run_args(crafted.paths, "--accuracy-out", out, "--html-out", out)) == 2
+    assert main(run_args(crafted.paths, "--accuracy-out", out, "--output-artifact", f"report={out}")) == 2
 
-    assert f"--html-out and --accuracy-out are both {out}" in _one_error_line(capsys)
+    assert f"--output-artifact report and --accuracy-out are both {out}" in _one_error_line(capsys)
     assert _nothing_written(crafted.paths) and not Path(out).exists()
 
 

@@ -1,15 +1,17 @@
-"""The files Kubeflow Pipelines reads back: metrics, UI metadata, executor output, HTML."""
+"""The files Kubeflow Pipelines reads back: the typed artifacts and their metadata, the v1 metrics and UI metadata."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from analysis_testdata import last_usage_line, run_args
-from google.protobuf import json_format
-from kfp.pipeline_spec import pipeline_spec_pb2
 
 from mnist_ct.analysis.__main__ import main
+from mnist_ct.analysis.kfp_outputs import ARTIFACTS
+from mnist_ct.artifacts import IMAGES_ENV, Producer, read_manifest
+from mnist_ct.artifacts.testing import executor_input, read_executor_output
 
 
 def test_metrics_out_lists_accuracy_as_a_percentage_metric(crafted, tmp_path):
@@ -44,48 +46,88 @@ def test_ui_metadata_has_an_inline_confusion_matrix_summary_and_the_report(craft
     assert outputs["web-app"]["source"] == (crafted.paths.analysis / "report.html").read_text(encoding="utf-8")
 
 
-def _executor_input(output_file) -> str:
-    """An ExecutorInput as the KFP v2 launcher substitutes it for {{$}}: three output artifacts."""
-    message = pipeline_spec_pb2.ExecutorInput()
-    message.outputs.output_file = str(output_file)
-    for name, schema in (
-        ("scores", "system.Metrics"),
-        ("matrix", "system.ClassificationMetrics"),
-        ("page", "system.HTML"),
+IMAGES = {
+    step: f"127.0.0.1:5000/mnist-ct-{step}@sha256:{n:064x}"
+    for n, step in enumerate(("preprocess", "validate", "train_model", "embedding", "train_faiss", "analysis"))
+}
+
+
+def _typed_outputs(tmp_path) -> tuple[Path, dict[str, Path], list[str]]:
+    """An executor input declaring analysis's three artifacts, and a path for each (as the pipeline passes them)."""
+    output_file = tmp_path / "tmp" / "kfp_outputs" / "output_metadata.json"
+    files = {name: tmp_path / "artifacts" / name / "data" for name in ARTIFACTS}
+    args = ["--executor-input", executor_input(output_file, ARTIFACTS, "analysis")]
+    for name, path in files.items():
+        args += ["--output-artifact", f"{name}={path}"]
+    return output_file, files, args
+
+
+def test_typed_artifacts_are_the_analysis_files_with_metrics_and_confusion_matrix_metadata(
+    crafted, tmp_path, monkeypatch
+):
+    monkeypatch.setenv(IMAGES_ENV, json.dumps(IMAGES))
+    output_file, files, args = _typed_outputs(tmp_path)
+
+    assert main(run_args(crafted.paths, *args)) == 0
+
+    for name, stored in (
+        ("metrics", "metrics.json"),
+        ("confusion_matrix", "confusion_matrix.csv"),
+        ("report", "report.html"),
     ):
-        artifact = message.outputs.artifacts[name].artifacts.add()
-        artifact.name = name
-        artifact.type.schema_title = schema
-        artifact.uri = f"minio://mlpipeline/v2/artifacts/run/analysis/{name}"
-    message.outputs.parameters["accuracy"].output_file = "/tmp/outputs/accuracy/data"
-    return json_format.MessageToJson(message)
-
-
-def test_executor_output_sets_the_metadata_of_the_metrics_artifacts(crafted, tmp_path):
-    out = tmp_path / "tmp" / "kfp_outputs" / "output_metadata.json"
-
-    assert main(run_args(crafted.paths, "--executor-input", _executor_input(out))) == 0
-
-    message = json_format.Parse(out.read_text(), pipeline_spec_pb2.ExecutorOutput(), ignore_unknown_fields=False)
-    assert set(message.artifacts) == {"scores", "matrix"}
-    scores = json_format.MessageToDict(message.artifacts["scores"].artifacts[0].metadata)
+        assert files[name].read_bytes() == (crafted.paths.analysis / stored).read_bytes()
+    metadata = read_executor_output(output_file)
+    assert set(metadata) == {"metrics", "confusion_matrix", "report"}
+    common = {"step": "analysis", "step_version": Producer.of("analysis").version, "image": IMAGES["analysis"]}
+    for found in metadata.values():
+        assert found.items() >= {**common, "run_id": crafted.paths.run_id}.items()
+    scores = metadata["metrics"]
     assert scores["accuracy"] == 0.92 and scores["errors"] == 4 and scores["queries"] == 50
-    matrix = json_format.MessageToDict(message.artifacts["matrix"].artifacts[0].metadata)["confusionMatrix"]
+    assert scores["macro_f1"] == pytest.approx(json.loads(files["metrics"].read_text())["macro_avg"]["f1"])
+    matrix = metadata["confusion_matrix"]["confusionMatrix"]
     assert [spec["displayName"] for spec in matrix["annotationSpecs"]] == [str(c) for c in range(10)]
     assert [row["row"] for row in matrix["rows"]] == crafted.expected_confusion.tolist()
-    assert not message.parameter_values  # the accuracy parameter stays with --accuracy-out
+    assert metadata["report"]["uri"] == crafted.paths.analysis.absolute().as_uri()
+
+
+def test_the_report_and_the_manifest_show_the_image_of_every_step(crafted, monkeypatch):
+    monkeypatch.setenv(IMAGES_ENV, json.dumps(IMAGES))
+
+    assert main(run_args(crafted.paths)) == 0
+
+    page = (crafted.paths.analysis / "report.html").read_text()
+    table = page[page.index('<h2 id="images">') :]
+    for step, image in IMAGES.items():
+        assert f'<tr><td>{step}</td><td class="l"><code>{image}</code></td></tr>' in table
+    assert read_manifest(crafted.paths.analysis).meta["images"] == IMAGES  # deploy records them from here
+    assert json.loads((crafted.paths.analysis / "metrics.json").read_text())["images"] == IMAGES
+
+
+def test_run_by_hand_the_report_says_the_images_are_not_given(crafted, monkeypatch):
+    monkeypatch.delenv(IMAGES_ENV, raising=False)
+
+    assert main(run_args(crafted.paths)) == 0
+
+    page = (crafted.paths.analysis / "report.html").read_text()
+    assert "not given</span> (MNIST_CT_IMAGES is not set" in page[page.index('<h2 id="images">') :]
+    assert read_manifest(crafted.paths.analysis).meta["images"] == {}
 
 
 @pytest.mark.parametrize(
     ("text", "needle"),
     [
         ("{not json", "argument --executor-input: is not JSON (Expecting property name"),
-        ("[" * 100_000, "argument --executor-input: is not JSON (nested too deeply)"),
         ('{"outputs": {}}', "argument --executor-input: has no outputs.outputFile"),
-        ("[1]", "argument --executor-input: must be a JSON object"),
-        ('{"outputs": []}', "argument --executor-input: outputs must be an object"),
-        ('{"outputs": {"outputFile": "/tmp/x", "artifacts": []}}', "outputs.artifacts must map each name"),
-        ('{"outputs": {"outputFile": "/tmp/x", "artifacts": {"m": {"artifacts": [{"type": "x"}]}}}}', "must map"),
+        (
+            '{"outputs": {"outputFile": "/tmp/x", "artifacts": {"scores": {"artifacts": [{"type": {}}]}}}}',
+            "argument --executor-input: output artifact 'scores' is not one this step writes (it writes metrics "
+            "(system.Metrics), confusion_matrix (system.ClassificationMetrics), report (system.HTML))",
+        ),
+        (
+            '{"outputs": {"outputFile": "/tmp/x", "artifacts": {"report": {"artifacts": '
+            '[{"type": {"schemaTitle": "system.Markdown"}}]}}}}',
+            "output artifact 'report' has type 'system.Markdown', but this step writes a system.HTML",
+        ),
         ('{"outputs": {"outputFile": "/"}}', "argument --executor-input: outputs.outputFile /: is a folder"),
     ],
 )
@@ -96,20 +138,36 @@ def test_bad_input_executor_input_is_a_usage_error_before_any_work(crafted, caps
     assert not crafted.paths.analysis.exists()
 
 
-def test_html_out_is_the_report(crafted, tmp_path):
-    out = tmp_path / "kfp" / "report.html"
+@pytest.mark.parametrize(
+    ("value", "needle"),
+    [
+        ("model=/tmp/m", "argument --output-artifact: 'model=/tmp/m': this step has no output artifact 'model'"),
+        ("report=/", "argument --output-artifact: report /: is a folder"),
+    ],
+)
+def test_bad_input_output_artifact_is_a_usage_error_before_any_work(crafted, capsys, value, needle):
+    assert main(run_args(crafted.paths, "--output-artifact", value)) == 2
 
-    assert main(run_args(crafted.paths, "--html-out", str(out))) == 0
+    assert needle in last_usage_line(capsys.readouterr().err)
+    assert not crafted.paths.analysis.exists()
 
-    assert out.read_bytes() == (crafted.paths.analysis / "report.html").read_bytes()
+
+def test_bad_input_malformed_images_variable_exits_2_before_any_work(crafted, capsys, monkeypatch):
+    monkeypatch.setenv(IMAGES_ENV, "preprocess=img")
+
+    assert main(run_args(crafted.paths)) == 2
+
+    assert f"analysis: error: environment variable {IMAGES_ENV} is not JSON" in last_usage_line(capsys.readouterr().err)
+    assert not crafted.paths.analysis.exists()
 
 
 def test_no_kfp_file_is_written_when_the_analysis_fails(paths, tmp_path):
-    outs = [tmp_path / "kfp" / name for name in ("accuracy", "metrics.json", "ui.json", "report.html")]
-    flags = ["--accuracy-out", "--metrics-out", "--ui-metadata-out", "--html-out"]
-    executor_output = tmp_path / "kfp" / "output_metadata.json"
+    outs = [tmp_path / "kfp" / name for name in ("accuracy", "metrics.json", "ui.json")]
+    flags = ["--accuracy-out", "--metrics-out", "--ui-metadata-out"]
     args = [a for pair in zip(flags, map(str, outs), strict=True) for a in pair]
+    output_file, files, typed = _typed_outputs(tmp_path)
 
-    assert main(run_args(paths, *args, "--executor-input", _executor_input(executor_output))) == 3
+    assert main(run_args(paths, *args, *typed)) == 3
 
-    assert not any(out.exists() for out in [*outs, executor_output])
+    assert not any(out.exists() for out in [*outs, output_file, *files.values()])
+    assert not (tmp_path / "kfp").exists() and not (tmp_path / "artifacts").exists()

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import re
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,6 +32,8 @@ __all__ = [
     "publish_run",
     "take",
     "run_args",
+    "executor_input",
+    "read_executor_output",
 ]
 
 # The k-NN vote's behaviour, one table for every implementation that must agree with mnist_ct.artifacts.knn
@@ -59,6 +63,38 @@ KNN_VOTE_CASES = [
 def run_args(paths: RunPaths) -> list[str]:
     """A step's core options for `paths`, quiet."""
     return [*paths.cli_args(), "--quiet"]
+
+
+def executor_input(output_file: Path, artifacts: Mapping[str, str], task: str = "task") -> str:
+    """An ExecutorInput as the KFP v2 launcher substitutes it for {{$}}, with output artifacts NAME -> schema title.
+
+    Built with KFP's own protobuf types (kfp-pipeline-spec, imported here only), so it has their JSON form.
+    """
+    from google.protobuf import json_format
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    message = pipeline_spec_pb2.ExecutorInput()
+    message.outputs.output_file = str(output_file)
+    for name, schema in artifacts.items():
+        artifact = message.outputs.artifacts[name].artifacts.add()
+        artifact.name = name
+        artifact.type.schema_title = schema
+        artifact.uri = f"minio://mlpipeline/v2/artifacts/run/{task}/{name}"
+    return json_format.MessageToJson(message)
+
+
+def read_executor_output(path: Path) -> dict[str, dict[str, Any]]:
+    """An ExecutorOutput file parsed strictly into KFP's protobuf type: each artifact's metadata, by name."""
+    from google.protobuf import json_format
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    message = json_format.Parse(Path(path).read_text(), pipeline_spec_pb2.ExecutorOutput(), ignore_unknown_fields=False)
+    assert not message.parameter_values, "no output parameter travels in the ExecutorOutput"
+    found = {}
+    for name, listed in message.artifacts.items():
+        assert len(listed.artifacts) == 1, f"{path}: {name} has {len(listed.artifacts)} artifacts"
+        found[name] = json.loads(json_format.MessageToJson(listed.artifacts[0].metadata))
+    return found
 
 
 def documented_options(readme: Path, heading: str = "Options") -> set[str]:

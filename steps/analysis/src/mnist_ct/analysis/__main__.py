@@ -5,12 +5,21 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from mnist_ct.artifacts import UsageError, add_run_arguments, add_threads_argument, bounded_int, step_main
+from mnist_ct.artifacts import (
+    KfpOutputs,
+    UsageError,
+    add_kfp_arguments,
+    add_run_arguments,
+    add_threads_argument,
+    bounded_int,
+    check_output_file,
+    step_main,
+)
 
 from .classify import VOTES
-from .kfp_outputs import check_output_file, parse_executor_input
+from .kfp_outputs import ARTIFACTS
 from .step import MAX_EXAMPLES, MAX_K, STEP, Options, run
 
 T = TypeVar("T")
@@ -32,14 +41,6 @@ def _usage_checked(check: Callable[[str], T]) -> Callable[[str], T]:
 def output_file(text: str) -> Path:
     """argparse type: a file to write (not a folder, nothing that is a file on the way to it)."""
     return check_output_file("", Path(text))
-
-
-def executor_input(text: str) -> dict[str, Any]:
-    """argparse type: KFP's ExecutorInput JSON, parsed and checked (argparse names the option itself)."""
-    try:
-        return parse_executor_input(text)
-    except UsageError as e:
-        raise UsageError(str(e).removeprefix("--executor-input").lstrip(": ")) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,7 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="majority: one vote per neighbour; distance: weight 1/Euclidean distance. Ties go to the class of "
         "the nearest tied neighbour (default: %(default)s)",
     )
-    kfp = parser.add_argument_group("files Kubeflow Pipelines reads back (each optional; parent folders are created)")
+    add_kfp_arguments(parser, ARTIFACTS)
+    kfp = parser.add_argument_group(
+        "other files Kubeflow Pipelines reads back (each optional; parent folders are created)"
+    )
     file_type = _usage_checked(output_file)
     kfp.add_argument("--accuracy-out", type=file_type, help="write the accuracy as a bare float (KFP output parameter)")
     kfp.add_argument(
@@ -80,15 +84,6 @@ def build_parser() -> argparse.ArgumentParser:
         type=file_type,
         help="write mlpipeline-ui-metadata: inline confusion matrix, markdown summary, the report as a web app",
     )
-    kfp.add_argument(
-        "--executor-input",
-        type=_usage_checked(executor_input),
-        metavar="JSON",
-        help="KFP v2 executor input (pass the placeholder {{$}}): the metadata of the task's system.Metrics and "
-        "system.ClassificationMetrics output artifacts is written to its outputs.outputFile, so the KFP v2 UI "
-        "shows the metrics and the confusion matrix",
-    )
-    kfp.add_argument("--html-out", type=file_type, help="also write the report here (for a KFP system.HTML artifact)")
     parser.add_argument(
         "--max-examples",
         type=bounded_int(0, MAX_EXAMPLES),
@@ -106,8 +101,7 @@ def options_from_args(args: argparse.Namespace) -> Options:
         accuracy_out=args.accuracy_out,
         metrics_out=args.metrics_out,
         ui_metadata_out=args.ui_metadata_out,
-        executor_input=args.executor_input,
-        html_out=args.html_out,
+        kfp=KfpOutputs.from_args(STEP, ARTIFACTS, args),
         max_examples=args.max_examples,
         threads=args.threads,
     )

@@ -121,6 +121,7 @@ class ReportData:
     confusion_png: bytes
     projection_png: bytes
     misclassified: list[Misclassified] = field(default_factory=list)
+    images: dict[str, str] = field(default_factory=dict)  # MNIST_CT_IMAGES: step -> image reference
 
 
 _CSS = """
@@ -183,6 +184,19 @@ def _lineage_rows(entries: list[LineageEntry]) -> str:
             f'</td><td class="l">{state}</td></tr>'
         )
     return "\n".join(rows)
+
+
+def _image_rows(data: ReportData) -> str:
+    """One row per step of the pipeline that ran this report, with the image it ran in."""
+    if not data.images:
+        return (
+            '<tr><td>every step</td><td class="l"><span class="muted">not given</span> (MNIST_CT_IMAGES is not '
+            "set: the steps ran by hand, not from a compiled pipeline)</td></tr>"
+        )
+    return "\n".join(
+        f'<tr><td>{_e(step)}</td><td class="l"><code>{_e(image)}</code></td></tr>'
+        for step, image in data.images.items()
+    )
 
 
 def _digits(data: ReportData) -> str:
@@ -259,6 +273,13 @@ data manifest sha256 <code>{_e(data.data_digest)}</code></p>
 <th>used by</th><th>state</th></tr></thead>
 <tbody>
 {_lineage_rows(data.lineage)}
+</tbody></table>
+
+<h2 id="images">Images</h2>
+<p class="muted">The container image of every step of the pipeline run (from the image lock it was compiled with).</p>
+<table><thead><tr><th>step</th><th>image</th></tr></thead>
+<tbody>
+{_image_rows(data)}
 </tbody></table>
 </body></html>
 """

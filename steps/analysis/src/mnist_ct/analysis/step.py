@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +13,19 @@ import numpy as np
 from mnist_ct.artifacts import (
     MAX_THREADS,
     ArtifactError,
+    ArtifactWriter,
     Embeddings,
+    KfpOutputs,
     Log,
     Manifest,
     Producer,
     RunPaths,
     Split,
     UsageError,
+    check_distinct,
+    check_output_file,
+    check_writable,
+    file_uri,
     os_errors_named,
     publish,
     read_embeddings,
@@ -48,10 +54,10 @@ class Options:
     accuracy_out: Path | None = None
     metrics_out: Path | None = None
     ui_metadata_out: Path | None = None
-    executor_input: dict[str, Any] | None = None  # KFP's ExecutorInput ({{$}}), parsed
-    html_out: Path | None = None
     max_examples: int = 100
     threads: int = 0  # FAISS (OpenMP) threads; 0: every core this process may use
+    # The typed KFP artifacts (metrics, confusion_matrix, report) and MNIST_CT_IMAGES, checked when made.
+    kfp: KfpOutputs = field(default_factory=lambda: KfpOutputs(STEP, kfp_outputs.ARTIFACTS))
 
     def __post_init__(self) -> None:
         if not 1 <= self.k <= MAX_K:
@@ -62,26 +68,19 @@ class Options:
             raise UsageError(f"--max-examples {self.max_examples}: give 0..{MAX_EXAMPLES}")
         if not 0 <= self.threads <= MAX_THREADS:
             raise UsageError(f"--threads {self.threads}: give 0..{MAX_THREADS} (0: every core this process may use)")
-        if self.executor_input is not None:
-            kfp_outputs.parse_executor_input(json.dumps(self.executor_input))
-        seen: dict[Path, str] = {}
         for option, path in self.output_files().items():
-            kfp_outputs.check_output_file(option, path)
-            where = Path(path).absolute()
-            if where in seen:
-                raise UsageError(f"{option} and {seen[where]} are both {path}; give each output its own file")
-            seen[where] = option
+            check_output_file(option, path)
+        check_distinct({**self.output_files(), **self.kfp.output_files()})
+        for path in self.output_files().values():
+            check_writable(path)  # a read-only volume: exit 5 before any work (the KFP files are checked too)
 
     def output_files(self) -> dict[str, Path]:
-        """Every file written outside the artifact, by the option that names it."""
+        """The files written outside the artifact besides the typed KFP artifacts, by the option that names them."""
         files = {
             "--accuracy-out": self.accuracy_out,
             "--metrics-out": self.metrics_out,
             "--ui-metadata-out": self.ui_metadata_out,
-            "--html-out": self.html_out,
         }
-        if self.executor_input is not None:
-            files["--executor-input outputs.outputFile"] = kfp_outputs.executor_output_path(self.executor_input)
         return {option: Path(path) for option, path in files.items() if path is not None}
 
 
@@ -184,14 +183,14 @@ def metrics_document(
             key: info.get(key) for key in ("factory", "metric", "size", "search_params", "recall_at_1", "recall_at_10")
         },
         "data_manifest": inputs.data_manifest.digest,
+        "data_version": inputs.data_manifest.meta.get("data_version"),
         "lineage": [entry.to_json() for entry in lineage],
+        "images": dict(options.kfp.images),  # MNIST_CT_IMAGES: every step's image; {} when run by hand
     }
 
 
 def run(paths: RunPaths, options: Options, log: Log) -> None:
     """Classify every test embedding by k-NN in the index, publish the analysis, write the KFP outputs."""
-    for path in options.output_files().values():
-        kfp_outputs.check_writable(path)
     faiss.omp_set_num_threads(thread_count(options.threads))
     inputs = read_inputs(paths)
     ntotal = int(inputs.index.index.ntotal)
@@ -219,6 +218,7 @@ def run(paths: RunPaths, options: Options, log: Log) -> None:
             lineage=lineage,
             data_digest=inputs.data_manifest.digest,
             dataset_meta=inputs.data_manifest.meta,
+            images=dict(options.kfp.images),
             confusion_png=confusion_figure(evaluation),
             projection_png=projection_figure(
                 np.asarray(inputs.gallery.vectors),
@@ -235,24 +235,30 @@ def run(paths: RunPaths, options: Options, log: Log) -> None:
         "embeddings": inputs.embeddings_manifest.digest,
         "dataset": inputs.data_manifest.digest,
     }
+    files = {
+        "metrics.json": (json.dumps(document, indent=2, sort_keys=True) + "\n").encode(),
+        "confusion_matrix.csv": confusion_csv(evaluation.confusion).encode(),
+        "report.html": report.encode("utf-8"),
+    }
     # The KFP files are written beside their places first and moved in only once the artifact is published:
     # a full disk on either side leaves neither.
-    with (
-        kfp_outputs.staged(kfp_files(options, evaluation, report)),
-        publish(paths.analysis, ANALYSIS_KIND, Producer.of(STEP), inputs=upstream) as staging,
-    ):
-        write_file(staging.path / "metrics.json", (json.dumps(document, indent=2, sort_keys=True) + "\n").encode())
-        write_file(staging.path / "confusion_matrix.csv", confusion_csv(evaluation.confusion).encode())
-        write_file(staging.path / "report.html", report.encode("utf-8"))
-        staging.meta.update(
-            {
-                "accuracy": evaluation.accuracy,
-                "k": options.k,
-                "vote": options.vote,
-                "queries": len(evaluation.y_true),
-                "errors": evaluation.errors,
-            }
-        )
+    with options.kfp.writing(paths.run_id) as out:
+        add_kfp_files(out, options, evaluation, files, paths.analysis)
+        with publish(paths.analysis, ANALYSIS_KIND, Producer.of(STEP), inputs=upstream) as staging:
+            for name, data in files.items():
+                write_file(staging.path / name, data)
+            staging.meta.update(
+                {
+                    "accuracy": evaluation.accuracy,
+                    "k": options.k,
+                    "vote": options.vote,
+                    "queries": len(evaluation.y_true),
+                    "errors": evaluation.errors,
+                    # The run's lineage for deploy: which data and which images made this model.
+                    "data_version": inputs.data_manifest.meta.get("data_version"),
+                    "images": dict(options.kfp.images),
+                }
+            )
     log(
         f"accuracy {evaluation.accuracy:.4f} ({options.k}-NN, {options.vote} vote) on {len(evaluation.y_true)} "
         f"queries, {evaluation.errors} errors -> {paths.analysis}"
@@ -265,22 +271,24 @@ def write_file(path: Path, data: bytes) -> None:
         f.write(data)
 
 
-def kfp_files(options: Options, evaluation: Evaluation, report: str) -> dict[Path, bytes]:
-    """The files KFP reads back, by path, with their content."""
+def add_kfp_files(
+    out: ArtifactWriter, options: Options, evaluation: Evaluation, files: dict[str, bytes], folder: Path
+) -> None:
+    """Stage the typed KFP artifacts (metrics, confusion_matrix, report) and the other files KFP reads back."""
+    figures = kfp_outputs.metrics_metadata(evaluation)
+    uri = {"uri": file_uri(folder)}
+    out.add("metrics", files["metrics.json"], {**figures, "k": options.k, "vote": options.vote, **uri})
+    confusion = {"confusionMatrix": kfp_outputs.confusion_matrix_struct(evaluation)}
+    out.add("confusion_matrix", files["confusion_matrix.csv"], confusion)
+    out.add("report", files["report.html"], {"accuracy": evaluation.accuracy, **uri})
 
     def as_json(obj: Any) -> bytes:
         return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
 
-    files: dict[Path, bytes] = {}
     if options.accuracy_out:
-        files[options.accuracy_out] = kfp_outputs.accuracy_text(evaluation.accuracy)
+        out.file(options.accuracy_out, kfp_outputs.accuracy_text(evaluation.accuracy))
     if options.metrics_out:
-        files[options.metrics_out] = as_json(kfp_outputs.mlpipeline_metrics(evaluation))
+        out.file(options.metrics_out, as_json(kfp_outputs.mlpipeline_metrics(evaluation)))
     if options.ui_metadata_out:
-        files[options.ui_metadata_out] = as_json(kfp_outputs.ui_metadata(evaluation, options.k, options.vote, report))
-    if options.executor_input is not None:
-        path = kfp_outputs.executor_output_path(options.executor_input)
-        files[path] = as_json(kfp_outputs.executor_output(evaluation, options.executor_input))
-    if options.html_out:
-        files[options.html_out] = report.encode("utf-8")
-    return files
+        report = files["report.html"].decode("utf-8")
+        out.file(options.ui_metadata_out, as_json(kfp_outputs.ui_metadata(evaluation, options.k, options.vote, report)))

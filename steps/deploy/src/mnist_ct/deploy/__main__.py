@@ -1,13 +1,17 @@
-"""python -m mnist_ct.deploy [serve]: the parsers only (the step is step.py, local serving server.py)."""
+"""python -m mnist_ct.deploy [serve|history]: the parsers (the step is step.py, local serving server.py, the log
+event_log.py)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable
 
 from mnist_ct.artifacts import (
+    KfpOutputs,
     UsageError,
+    add_kfp_arguments,
     add_run_arguments,
     bounded_float,
     bounded_int,
@@ -18,6 +22,7 @@ from mnist_ct.artifacts.cli import Log, volume_root
 from mnist_ct.artifacts.paths import DEFAULT_DEPLOY_ROOT
 
 from .archive import check_model_name
+from .event_log import describe, log_path, read_events
 from .serving_config import (
     MAX_BATCH_DELAY_MS,
     MAX_BATCH_SIZE,
@@ -26,6 +31,7 @@ from .serving_config import (
     ServingOptions,
 )
 from .step import (
+    ARTIFACTS,
     DEFAULT_MAX_PIXELS,
     DEFAULT_MODEL_NAME,
     EXIT_REFUSED,
@@ -39,13 +45,15 @@ from .step import (
 )
 
 SERVE = "serve"
+HISTORY = "history"
 ROLLBACK_RUN_ID = "rollback"  # a rollback names no run; step_main still builds the (unused) run paths
 MAX_READY_TIMEOUT_S = 3600.0
 EPILOG = (
     "Exit codes: 0 done, 2 bad usage, 3 bad input (one line on stderr names the file), "
     f"{EXIT_REFUSED} refused: the run's accuracy is below the live model's (champion/challenger; --force overrides), "
     "5 the environment (disk full, read-only volume). "
-    "Local serving: python -m mnist_ct.deploy serve --deploy-root DIR (see serve --help)."
+    "Local serving: python -m mnist_ct.deploy serve --deploy-root DIR (see serve --help); the deployments log, "
+    "with the images that made each version: python -m mnist_ct.deploy history --deploy-root DIR."
 )
 _DEFAULTS = ServingOptions()
 
@@ -163,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="absolute path where the server sees the deploy root, for config.properties' model_store "
         "(default: %(default)s, KServe's mount point)",
     )
+    add_kfp_arguments(parser, ARTIFACTS)
     return parser
 
 
@@ -192,6 +201,7 @@ def options_from_args(args: argparse.Namespace) -> Options:
         serving=ServingOptions(**given) if given else None,
         max_pixels=args.max_pixels,
         threads_per_worker=args.threads_per_worker,
+        kfp=KfpOutputs.from_args(STEP, ARTIFACTS, args),
     )
 
 
@@ -254,10 +264,44 @@ def _serve(args: argparse.Namespace) -> int:
     return serve(options, Log(SERVE, args.quiet))
 
 
+def build_history_parser() -> argparse.ArgumentParser:
+    """`python -m mnist_ct.deploy history`: the deployments log of a deploy root, oldest first."""
+    parser = argparse.ArgumentParser(
+        prog="python -m mnist_ct.deploy history",
+        description=(
+            "Show <deploy-root>/deployments.jsonl, oldest first: every deploy, rollback, refusal and recovery, and for "
+            "each version that went live the data (data version, data set manifest sha256) and the image of every "
+            "step of the run that made it."
+        ),
+        epilog="Exit codes: 0 done (an empty log too), 2 bad usage.",
+    )
+    parser.add_argument(
+        "--deploy-root", type=volume_root, default=DEFAULT_DEPLOY_ROOT, help="deploy volume (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--model-name", type=_checked(check_model_name), help="only this model's events (default: every model)"
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print the events as they are logged, one JSON object a line"
+    )
+    return parser
+
+
+def _history(args: argparse.Namespace) -> int:
+    events = [e for e in read_events(args.deploy_root) if args.model_name in (None, e.get("model"))]
+    if not events:
+        print(f"no deployments logged in {log_path(args.deploy_root)}", file=sys.stderr)
+    for event in events:
+        print(json.dumps(event, sort_keys=True) if args.json else "\n".join(describe(event)))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == SERVE:
         return command_main(f"{STEP} {SERVE}", build_serve_parser(), _serve, argv[1:])
+    if argv and argv[0] == HISTORY:
+        return command_main(f"{STEP} {HISTORY}", build_history_parser(), _history, argv[1:])
     return step_main(STEP, build_parser(), options_from_args, run, argv)
 
 

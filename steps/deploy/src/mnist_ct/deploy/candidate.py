@@ -47,6 +47,13 @@ class Candidate:
     sources: dict[str, Path]  # model.pt, index.faiss, labels.npy -> where they are
     n_labels: int
     lineage: dict[str, Any]
+    images: dict[str, str]  # every step's image in the run that made the model, as analysis recorded them
+    data_version: str | None  # the data set's (preprocess), as analysis recorded it
+
+    @property
+    def dataset_sha256(self) -> str | None:
+        """The manifest digest of the data set the model was trained on."""
+        return self.model.inputs.get("dataset")
 
     @property
     def inputs(self) -> dict[str, str]:
@@ -77,6 +84,14 @@ def read_metrics(folder: Path, analysis: Manifest) -> dict[str, Any]:
     if not 0.0 <= accuracy <= 1.0:
         raise ArtifactError(f"{path}: accuracy {accuracy} is outside 0..1")
     return doc
+
+
+def recorded_images(folder: Path, analysis: Manifest) -> dict[str, str]:
+    """The images analysis recorded (MNIST_CT_IMAGES of its task) in its manifest: step -> image reference."""
+    images = analysis.meta.get("images", {})
+    if not isinstance(images, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in images.items()):
+        raise ArtifactError(f"{folder / 'manifest.json'}: meta.images must map step names to image references")
+    return images
 
 
 def _describe(m: Manifest) -> dict[str, Any]:
@@ -141,4 +156,6 @@ def read_candidate(paths: RunPaths) -> Candidate:
         },
         n_labels=len(labels),
         lineage=check_lineage(paths, model, index, analysis),
+        images=recorded_images(paths.analysis, analysis),
+        data_version=analysis.meta.get("data_version") if isinstance(analysis.meta.get("data_version"), str) else None,
     )

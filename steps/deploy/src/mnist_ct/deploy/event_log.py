@@ -17,6 +17,8 @@ from mnist_ct.artifacts import fsync_dir
 
 LOG_FILE = "deployments.jsonl"
 LIVE_EVENTS = ("deploy", "recovered")  # events that make their version live (a rollback does too, see live_stack)
+# What every event that makes a version live records from its deployment.json: which images and which data made it.
+LINEAGE_KEYS = ("images", "data_version", "dataset_sha256")
 
 
 def now() -> str:
@@ -80,3 +82,28 @@ def live_stack(events: list[dict[str, Any]], model_name: str) -> list[str]:
             if not stack or stack[-1] != version:
                 stack.append(version)
     return stack
+
+
+def describe(event: dict[str, Any]) -> list[str]:
+    """An event as `deploy history` prints it: one line, then the data and the image of every step that made it."""
+    accuracy = event.get("accuracy")
+    shown = f"{accuracy:.4f}" if isinstance(accuracy, (int, float)) and not isinstance(accuracy, bool) else "unknown"
+    head = f"{event.get('time', '?')}  {event.get('event', '?')}  {event.get('model', '?')}"
+    head += f" version {event.get('version', '?')}  accuracy {shown}"
+    if event.get("event") == "deploy":
+        head += f"  (previous: {event.get('previous') or 'none'}{', forced' if event.get('forced') else ''})"
+    elif event.get("event") == "rollback":
+        head += f"  (from {event.get('from', '?')})"
+    elif event.get("event") == "refused":
+        head += f"  (live {event.get('live', '?')} has {event.get('live_accuracy')})"
+    lines = [head]
+    if event.get("event") in (*LIVE_EVENTS, "rollback"):
+        data = event.get("data_version") or "not recorded"
+        digest = event.get("dataset_sha256") or "not recorded"
+        lines.append(f"    data: version {data}, data set manifest sha256 {digest}")
+        images = event.get("images")
+        if isinstance(images, dict) and images:
+            lines.extend(f"    image {step}: {image}" for step, image in images.items())
+        else:
+            lines.append("    images: not given (the run was not started from a compiled pipeline)")
+    return lines

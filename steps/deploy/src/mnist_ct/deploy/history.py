@@ -58,8 +58,13 @@ def deployment_record(
     handler: HandlerSettings,
     serving: ServingOptions,
     producer: Producer,
+    images: dict[str, str],
 ) -> dict[str, Any]:
-    """deployment.json: inside the archive (the handler's settings) and beside it in history."""
+    """deployment.json: inside the archive (the handler's settings) and beside it in history.
+
+    `images`: every step's image in the run that made the model (step_lineage), with the data set's
+    version and manifest digest: which data and which images made this version.
+    """
     return {
         "model_name": model_name,
         "version": candidate.run_id,
@@ -69,6 +74,9 @@ def deployment_record(
         "created": now(),
         "inputs": candidate.inputs,
         "lineage": candidate.lineage,
+        "images": images,
+        "data_version": candidate.data_version,
+        "dataset_sha256": candidate.dataset_sha256,
         # what the handler reads: k and vote as analysis measured the accuracy
         "serving": {
             "k": candidate.k,

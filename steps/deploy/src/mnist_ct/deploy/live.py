@@ -21,7 +21,7 @@ from pathlib import Path
 from mnist_ct.artifacts import ArtifactError, Log, RunPaths, atomic_write_bytes, confined
 
 from .archive import ArchiveInfo, inspect_archive
-from .event_log import append_event, live_stack, read_events
+from .event_log import LINEAGE_KEYS, append_event, live_stack, read_events
 from .serving_config import ServingOptions, deployed_properties, render
 
 LOCK_FILE = ".deploy.lock"
@@ -117,6 +117,7 @@ def reconcile(paths: RunPaths, model_name: str, live: ArchiveInfo | None, log: L
                 "accuracy": live.accuracy,
                 "note": "the live archive's version differs from the log (a deploy or rollback died "
                 "after publishing); recorded as live",
+                **{key: live.deployment.get(key) for key in LINEAGE_KEYS},
             },
         )
         log(f"recovered: the live archive is version {live.version}, the log said {stack[-1] if stack else None}")

