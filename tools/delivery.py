@@ -14,6 +14,12 @@ registry returned written to the lock with the step's input hash and version. Ch
 orchestration get their input hash and version recorded too; deleted packages lose their entry.
 Unchanged packages' entries are not touched. The lock's "registry" names the repositories the lock
 pins; --registry only says where to push (a manifest digest does not depend on the registry's name).
+
+With --push, an unchanged step whose locked digest is not in the push registry
+(`<registry>/<distribution>@<digest>`, asked with orchestration's registry.py) is built, pushed and
+re-pinned too ("not in REGISTRY"), without its tests (its inputs are the ones tested when it was pinned):
+on a fresh machine or an empty registry every pinned image is made again. Without --push nothing is asked
+of any registry; a registry that cannot answer stops the build before anything is built.
 """
 
 from __future__ import annotations
@@ -80,7 +86,8 @@ class StepResult:
 class Report:
     mode: str
     builder: str | None
-    changed: list[str]
+    changed: list[str]  # every package built or recorded, the steps rebuilt for the registry included
+    not_in_registry: list[str] = field(default_factory=list)  # unchanged steps rebuilt: digest not in the registry
     tested: list[str] = field(default_factory=list)
     steps: list[StepResult] = field(default_factory=list)
     recorded: list[str] = field(default_factory=list)  # lock entries written
@@ -131,6 +138,7 @@ class BuildPlan:
     ordered: list[str]  # to test, build and record, in the plan's order (libs, steps, orchestration)
     deleted: list[str]  # lock entries to remove
     reasons: dict[str, str]
+    untested: list[str] = field(default_factory=list)  # rebuilt with inputs equal to the lock's: tested then
 
 
 def plan_build(
@@ -152,6 +160,39 @@ def plan_build(
     return BuildPlan(plan.mode, packages, ordered, plan.deleted() if not only else [], reasons)
 
 
+def add_missing_images(root: Path, todo: BuildPlan, lock, push_registry: str, only: list[str] | None) -> list[str]:
+    """Add to the build the unchanged steps whose locked digest is not in the push registry; their names.
+
+    Their tests are skipped (their inputs equal the lock's input hash: tested when pinned). An unchanged step
+    the lock pins no digest for (a hand-edited lock, or --since) is built too, tests included. One
+    DeliveryError when the registry cannot answer: nothing is built on a guess.
+    """
+    regmod = monorepo.registry_module(root)
+    refs: dict[str, str] = {}
+    unpinned: list[str] = []
+    for name, package in todo.packages.items():
+        entry = lock.packages.get(name)
+        if package.kind != "step" or name in todo.ordered or (only and name not in only) or entry is None:
+            continue
+        if entry.digest is None:
+            unpinned.append(name)
+            todo.reasons[name] = "not pinned: the lock has no digest for it"
+        else:
+            refs[name] = f"{push_registry.rstrip('/')}/{package.dist}@{entry.digest}"
+    try:
+        absent = set(regmod.missing(refs.values()))
+    except regmod.RegistryError as e:
+        raise DeliveryError(
+            f"registry check: {e}; nothing built (check --registry / MNIST_CT_REGISTRY, and the login)"
+        ) from None
+    todo.untested = [n for n, ref in refs.items() if ref in absent]
+    for name in todo.untested:
+        todo.reasons[name] = f"not in {push_registry} (the lock pins {lock.packages[name].digest[:19]}...)"
+    rebuild = {*todo.ordered, *todo.untested, *unpinned}
+    todo.ordered = [n for n in todo.packages if n in rebuild]  # the plan's order: libs, steps, orchestration
+    return todo.untested
+
+
 def warn_uncommitted(root: Path, todo: BuildPlan, log: Callable[[str], None]) -> None:
     """Before a push: say so when the inputs to pin have uncommitted changes."""
     paths = [todo.packages[n].path.relative_to(root).as_posix() for n in todo.ordered] + [monorepo.CONSTRAINTS]
@@ -170,6 +211,9 @@ def run_package_tests(
 ) -> None:
     """Each package's tests, in order; the first failure stops the build (run_tests raises)."""
     for name in todo.ordered:
+        if name in todo.untested:
+            log(f"{name}: tests skipped: its inputs equal the lock's input hash (tested when it was pinned)")
+            continue
         log(f"{name}: tests")
         run_tests(todo.packages[name])
         report.tested.append(name)
@@ -215,9 +259,9 @@ def build_step(
     )  # fmt: skip
     try:
         result.diff_ids = oci.diff_ids(builder, tag)
-        result.unpacked_bytes = oci.unpacked_size(builder, tag) or None
-    except (oci.OciError, KeyError, ValueError):
-        pass
+        result.unpacked_bytes = oci.unpacked_size(builder, tag)
+    except (oci.OciError, KeyError, ValueError) as e:
+        log(f"{name}: layer ids or unpacked size unknown ({e.__class__.__name__}: {e})")
     if built.digest:
         ref = f"{tag.rsplit(':', 1)[0]}@{built.digest}"
         try:
@@ -272,9 +316,17 @@ def build_changed(
     started = time.monotonic()
     lock_path = Path(lock_path or root / LOCK)
     todo = plan_build(root, since=since, lock_path=lock_path, only=only, rebuild_all=rebuild_all)
-    report = Report(todo.mode, None, todo.ordered, decide_s=time.monotonic() - started)
+    lockmod = monorepo.lock_module(root)
+    try:
+        lock = lockmod.read_lock(lock_path)
+    except lockmod.LockError as e:
+        raise DeliveryError(str(e)) from None
+    push_registry = registry or os.environ.get("MNIST_CT_REGISTRY") or lock.registry
+    missing = add_missing_images(root, todo, lock, push_registry, only) if push else []
+    report = Report(todo.mode, None, todo.ordered, missing, decide_s=time.monotonic() - started)
     if not todo.ordered and not todo.deleted:
-        log(f"nothing to build: no package changed ({todo.mode}) [{report.decide_s:.1f} s]")
+        present = f", every pinned image is in {push_registry}" if push else ""
+        log(f"nothing to build: no package changed ({todo.mode}){present} [{report.decide_s:.1f} s]")
         report.total_s = time.monotonic() - started
         return report
     for name in todo.ordered:
@@ -284,8 +336,6 @@ def build_changed(
     if run_tests is not None:
         run_package_tests(todo, run_tests, report, log)
 
-    lock = monorepo.lock_module(root).read_lock(lock_path)
-    push_registry = registry or os.environ.get("MNIST_CT_REGISTRY") or lock.registry
     engine = ""
     if any(todo.packages[n].kind == "step" for n in todo.ordered):
         engine = report.builder = oci.detect_builder(builder)

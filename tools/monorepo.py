@@ -29,6 +29,7 @@ CONSTRAINTS = "constraints.txt"
 LOCK = "orchestration/images.lock.json"
 LOCK_MODULE = "orchestration/src/mnist_ct/orchestration/lock.py"
 CONTAINERS_MODULE = "orchestration/src/mnist_ct/orchestration/containers.py"
+REGISTRY_MODULE = "orchestration/src/mnist_ct/orchestration/registry.py"
 DOC_SUFFIXES = (".md", ".rst")
 
 
@@ -162,7 +163,8 @@ def input_hash(root: Path, package: Package, packages: dict[str, Package]) -> st
 
 # --- orchestration's standard-library modules, loaded from their files --------------------------------
 # The lock is read and written only through orchestration's lock.py; container engines are chosen only by
-# its containers.py. Loaded by path: no kfp and no install needed.
+# its containers.py; registries are asked whether an image exists only by its registry.py. Loaded by path: no
+# kfp and no install needed.
 
 
 def orchestration_module(root: Path, relpath: str) -> ModuleType:
@@ -192,6 +194,11 @@ def lock_module(root: Path) -> ModuleType:
 def containers_module(root: Path) -> ModuleType:
     """orchestration's containers.py (engine detection, running images)."""
     return orchestration_module(root, CONTAINERS_MODULE)
+
+
+def registry_module(root: Path) -> ModuleType:
+    """orchestration's registry.py (does `repo@sha256:...` exist in its registry?)."""
+    return orchestration_module(root, REGISTRY_MODULE)
 
 
 # --- change detection ---------------------------------------------------------------------------------

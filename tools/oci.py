@@ -227,9 +227,35 @@ def pushed_size(reference: str) -> int:
 
 
 def unpacked_size(builder: str, image: str) -> int:
-    """Bytes the image takes unpacked (podman reads buildah's storage, so it answers for both)."""
-    tool = "docker" if builder == "docker" else "podman"
+    """Bytes the image takes unpacked, counted by the builder that built it (OciError if it cannot say).
+
+    docker and podman: `image inspect` Size. buildah prints no byte count (`buildah images` shows a rounded
+    "127 MB"), so its own storage is read: `buildah info` names the containers-storage graph root and driver,
+    `<driver>-images/images.json` the image's top layer, and `<driver>-layers/layers.json` each layer's
+    uncompressed size (`diff-size`) and parent: the layers' sizes are summed, base to top.
+    """
+    if builder != "buildah":
+        out = run([builder, "image", "inspect", "--format", "{{.Size}}", image]).strip()
+        try:
+            return int(out)
+        except ValueError:
+            raise OciError(f"{builder} image inspect {image}: size {out!r} is not a number of bytes") from None
+    image_id = image_json("buildah", image)["FromImageID"]
+    info = json.loads(run(["buildah", "info"]))["store"]
+    root, driver = Path(info["GraphRoot"]), info["GraphDriverName"]
     try:
-        return int(run([tool, "image", "inspect", "--format", "{{.Size}}", image]).strip())
-    except (OciError, ValueError):
-        return 0
+        images = json.loads((root / f"{driver}-images" / "images.json").read_text())
+        layers = {layer["id"]: layer for layer in json.loads((root / f"{driver}-layers" / "layers.json").read_text())}
+    except (OSError, ValueError) as e:
+        raise OciError(f"{image}: cannot read buildah's storage under {root} ({e})") from None
+    top = next((i.get("layer") for i in images if i["id"] == image_id), None)
+    total, seen = 0, set()
+    while top:
+        if top not in layers or top in seen or layers[top].get("diff-size") is None:
+            raise OciError(f"{image}: layer {top[:12]} of {image_id[:12]} has no size in {root}")
+        seen.add(top)
+        total += int(layers[top]["diff-size"])
+        top = layers[top].get("parent")
+    if not total:
+        raise OciError(f"{image}: image {image_id[:12]} has no layers in {root}")
+    return total

@@ -15,9 +15,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-# orchestration's standard-library modules that tools/ loads by path (the lock; engine detection).
+# orchestration's standard-library modules that tools/ loads by path (the lock; engine detection; registries).
 LOCK_MODULE = "orchestration/src/mnist_ct/orchestration/lock.py"
 CONTAINERS_MODULE = "orchestration/src/mnist_ct/orchestration/containers.py"
+REGISTRY_MODULE = "orchestration/src/mnist_ct/orchestration/registry.py"
 
 
 def pytest_configure(config):
@@ -95,7 +96,7 @@ class FixtureRepo:
         self.add_step("tiny", deps=("mnist-ct-tinylib", "numpy"))
         if other:
             self.add_step("other", deps=())
-        for module in (LOCK_MODULE, CONTAINERS_MODULE):
+        for module in (LOCK_MODULE, CONTAINERS_MODULE, REGISTRY_MODULE):
             w(module, (REPO / module).read_text())
         w("orchestration/images.lock.json", json.dumps({"registry": "ghcr.io/mnist-ct-test", "packages": {}}))
         if tooling:

@@ -2,8 +2,10 @@
 
 A fixture step (tinylib + numpy) is tested, built with buildah and pushed to Debian's docker-registry on
 127.0.0.1; the digest written to the lock must resolve with skopeo, the image must run the step inside
-it, a build from scratch must give the same digest, and a code-only change must rebuild only the thin
-local-wheels layer. Slow (a base image when none is there, then ~1-2 min); runs in CI (.ci/run).
+it, its unpacked size (buildah's storage) must exceed what was pushed, pushing to an empty registry must
+rebuild and re-pin it without its tests, a build from scratch must give the same digest, and a code-only
+change must rebuild only the thin local-wheels layer. Slow (a base image when none is there, then ~1-2
+min); runs in CI (.ci/run).
 """
 
 from __future__ import annotations
@@ -45,6 +47,15 @@ class Build:
 @pytest.fixture(scope="module")
 def local_registry(tmp_path_factory):
     reg = registry.start(tmp_path_factory.mktemp("registry"))
+    yield reg
+    reg.stop()
+    oci.remove_images_under("buildah", reg.address + "/")
+
+
+@pytest.fixture(scope="module")
+def empty_registry(tmp_path_factory):
+    """A second registry, empty: a fresh machine's, or the project's before anything was pushed to it."""
+    reg = registry.start(tmp_path_factory.mktemp("empty-registry"))
     yield reg
     reg.stop()
     oci.remove_images_under("buildah", reg.address + "/")
@@ -118,6 +129,12 @@ def test_build_changed_tests_builds_and_pushes_the_changed_step(first):
     assert first.report["recorded"] == ["tinylib", "tiny"]
 
 
+def test_the_unpacked_size_is_measured_by_buildah_and_exceeds_the_pushed_size(first):
+    [step] = first.report["steps"]
+    # Measured in buildah's own storage (the layers' uncompressed sizes), not null as when podman was asked.
+    assert step["unpacked_bytes"] > step["pushed_bytes"] > 0
+
+
 def test_the_lock_pins_the_pushed_digest_with_the_input_hash(repo, first):
     entries = lock(repo)
     [step] = first.report["steps"]
@@ -185,6 +202,32 @@ def test_nothing_to_build_is_decided_in_seconds(repo, local_registry, base_image
     result = build(repo, local_registry, base_image, nox=True)
     assert result.rc == 0 and "nothing to build" in result.output
     assert result.seconds < 10
+
+
+def test_an_empty_registry_gets_the_pinned_step_rebuilt_and_repinned_without_its_tests(
+    repo, local_registry, empty_registry, base_image, first
+):
+    pinned = lock(repo)["tiny"]
+    result = build(repo, empty_registry, base_image, nox=True)
+    assert result.rc == 0, result.output[-3000:]
+    where = f"{empty_registry.address}/mnist-ct"
+    assert f"tiny 0.1.0: not in {where} (the lock pins {pinned['digest'][:19]}...)" in result.output
+    assert "tiny: tests skipped: its inputs equal the lock's input hash" in result.output
+    report = result.report
+    assert report is not None
+    assert report["not_in_registry"] == ["tiny"] and report["tested"] == []
+    assert report["recorded"] == ["tiny"]  # tinylib: unchanged and no image, untouched
+    [step] = report["steps"]
+    assert lock(repo)["tiny"] == {**pinned, "digest": step["digest"]}
+    out = subprocess.run(
+        ["skopeo", "inspect", "--tls-verify=false", f"docker://{where}/mnist-ct-tiny@{step['digest']}"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    again = build(repo, empty_registry, base_image)
+    assert again.rc == 0 and f"nothing to build: no package changed (lock), every pinned image is in {where}" in (
+        again.output
+    )
 
 
 def test_the_same_inputs_built_from_scratch_give_the_same_digest(first, from_scratch):

@@ -1,14 +1,16 @@
 """`mnist-ct`: compile, release and run the pipeline (the argument parser; mnist_ct.artifacts' error boundary).
 
 Exit codes: 0 done, 1 a bug (one line says where the traceback is), 2 bad usage (a step's options that
-run-local would pass included), 3 bad input (lock, compiled pipeline, parameter, work dir), 4 the KFP
-endpoint is unreachable or refused a request, 5 the environment (disk full, read-only, no container
-engine), 130/143 interrupted; run-local: a failing step's own exit code (128 + N when signal N killed it).
+run-local would pass included), 3 bad input (lock, compiled pipeline, parameter, work dir, a pinned image
+not in its registry), 4 the KFP endpoint or an image registry is unreachable or refused a request, 5 the
+environment (disk full, read-only, no container engine), 130/143 interrupted; run-local: a failing step's
+own exit code (128 + N when signal N killed it).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -76,8 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="upload the pinned pipeline as a new KFP pipeline version (and start a run)",
         description="Compile strictly from the lock (or check --package), then upload it to KFP as version "
         "<orchestration version>-<lock hash>: the pipeline is created the first time; an existing version is "
-        "left alone (nothing uploaded). Credentials: MNIST_CT_KFP_TOKEN (bearer token), KF_PIPELINES_SA_TOKEN_PATH "
-        "(token file), or kfp's own config; never printed.",
+        "left alone (nothing uploaded). First, before KFP is contacted (--dry-run too), every image the lock pins "
+        "must be in its registry by digest (missing: exit 3; registry unreachable: exit 4). Credentials: "
+        "MNIST_CT_KFP_TOKEN (bearer token), KF_PIPELINES_SA_TOKEN_PATH (token file), or kfp's own config; for the "
+        "registry, the auth files buildah/podman/docker login write; never printed.",
     )
     r.add_argument(
         "--host", required=True, help="KFP API endpoint, e.g. http://localhost:8080 (port-forwarded ml-pipeline-ui)"
@@ -91,6 +95,19 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--package", type=Path, help="release this compiled YAML instead of compiling (checked against the lock)"
     )
+    r.add_argument(
+        "--registry",
+        default=os.environ.get("MNIST_CT_REGISTRY") or None,
+        metavar="R",
+        help="look the pinned images up under this registry prefix, the same repository names and digests (where "
+        "build-changed --registry R pushed them, e.g. 127.0.0.1:5000/mnist-ct); default: $MNIST_CT_REGISTRY, "
+        "else the lock's image repositories",
+    )
+    r.add_argument(
+        "--skip-image-check",
+        action="store_true",
+        help="do not check that the pinned images exist in their registry (a cluster that pulls from elsewhere)",
+    )
     _add_params(r)
     _add_lock(r)
 
@@ -101,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
         "resolved, the deploy condition evaluated, the three volumes as folders under the work dir "
         "(data, model, deploy-model). Process mode runs the installed step packages with this Python. Before "
         "anything is created, the run id, the work dir, the parameters and every step's options (parsed by the "
-        "step's own parser) are checked.",
+        "step's own parser) are checked. Output artifacts go under WORKDIR/kfp/<run id>/artifacts, with their "
+        "metadata in its run.json, listed at the end; each task runs once (retryPolicy is for a cluster).",
     )
     lr.add_argument(
         "--workdir",
@@ -168,6 +186,8 @@ def _release(args: argparse.Namespace) -> int:
         run=args.run,
         params=params,
         dry_run=args.dry_run,
+        registry=args.registry,
+        skip_image_check=args.skip_image_check,
     )
     return 0
 

@@ -30,7 +30,7 @@ class OrchestrationError(ArtifactError):
 
 
 class RemoteError(OrchestrationError):
-    """The KFP endpoint is unreachable or refused a request: exit code 4."""
+    """The KFP endpoint (or an image registry release asks) is unreachable or refused a request: exit code 4."""
 
     exit_code = 4
 

@@ -7,6 +7,11 @@
 - The first release creates the pipeline. KFP's upload creates a first version named after the
   pipeline; release then uploads the named version and deletes that unnamed duplicate, so every
   version of the pipeline carries a lock-derived name.
+- Before KFP is contacted (also with `--dry-run`), every image the lock pins must exist in its registry
+  by digest (registry.py: HEAD of the manifest), looked up where the lock says, or under `registry`
+  (where build-changed pushed them: the same repository names and digests under another prefix).
+  Missing images are refused in one line (exit 3); an unreachable registry, or one that refuses the
+  lookup, is exit 4; `skip_image_check` (`--skip-image-check`) skips the lookup.
 - `--run` creates the experiment (or reuses it) and starts a run of that version.
 - Credentials come only from the environment or kfp's own config, and are never printed:
   `MNIST_CT_KFP_TOKEN` (a bearer token), else `KF_PIPELINES_SA_TOKEN_PATH` (a token file, refreshed),
@@ -30,6 +35,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from mnist_ct.orchestration import registry as registries
 from mnist_ct.orchestration import spec
 from mnist_ct.orchestration.checks import release_blockers
 from mnist_ct.orchestration.compiling import compile_pipeline, verify
@@ -77,6 +83,29 @@ def check_reachable(host: str, timeout: float = REACH_TIMEOUT_S) -> None:
         raise RemoteError(
             f"cannot reach KFP at {host} ({reason}); check --host and that the API is reachable"
         ) from None
+
+
+def pinned_images(lock: Lock, registry: str | None = None) -> list[str]:
+    """Every `repo@sha256:...` the lock pins, by package name; under `registry` (same names) when given."""
+    refs = [lock.image_ref(name) for name, entry in sorted(lock.packages.items()) if entry.image is not None]
+    return [registries.under(ref, registry) for ref in refs] if registry else refs
+
+
+def check_images(lock: Lock, registry: str | None = None, out: Callable[[str], None] = print) -> None:
+    """Refuse (one line) when a pinned image is not in its registry: a run could not pull it."""
+    refs = pinned_images(lock, registry)
+    try:
+        absent = registries.missing(refs)
+    except registries.RegistryError as e:
+        where = "--registry / MNIST_CT_REGISTRY" if registry else "the lock's image repositories"
+        raise RemoteError(f"image check: {e}; check {where}, or pass --skip-image-check") from None
+    hosts = ", ".join(sorted({registries.split_reference(r)[0] for r in absent or refs}))
+    if absent:
+        raise OrchestrationError(
+            f"{len(absent)} of {len(refs)} pinned images are not in {hosts}: {', '.join(absent)}; push them "
+            "(nox -s build-changed -- --push, with --registry for another registry) or pass --skip-image-check"
+        )
+    out(f"images: all {len(refs)} pinned images are in {registry or hosts}")
 
 
 def client_credentials(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
@@ -165,6 +194,8 @@ def release(
     run: bool = False,
     params: Mapping[str, str] | None = None,
     dry_run: bool = False,
+    registry: str | None = None,
+    skip_image_check: bool = False,
     out: Callable[[str], None] = print,
 ) -> Outcome:
     with tempfile.TemporaryDirectory(prefix="mnist-ct-release-") as tmp:
@@ -185,6 +216,10 @@ def release(
         outcome = Outcome(compiled.name or PIPELINE_NAME, version_name(lock))
         prefix = "dry run: would " if dry_run else ""
         out(f"release {outcome.pipeline} version {outcome.version} to {host}")
+        if skip_image_check:
+            out("images: not checked (--skip-image-check)")
+        else:
+            check_images(lock, registry, out)
 
         client = connect(host, namespace)
         outcome.pipeline_id = find_pipeline(client, outcome.pipeline, namespace)
