@@ -4,7 +4,12 @@
 the options the pipeline passes (typed and bounded as the real steps type them), `options_from_args`
 with a cross-field rule (an index factory string must start with a letter and not end in 0), and `main`
 through mnist_ct.artifacts' `step_main`. `run` publishes a small artifact with mnist_ct.artifacts'
-`publish` (so a failure or a SIGTERM leaves no staging); analysis writes `--accuracy-out`. Environment:
+`publish` (so a failure or a SIGTERM leaves no staging); analysis writes `--accuracy-out`. The steps
+that have typed artifacts (pipeline.STEPS) take `--executor-input` and `--output-artifact` through
+mnist_ct.artifacts' KFP outputs, as the real ones do (`add_kfp_arguments`, `KfpOutputs`): each artifact
+a small file, its metadata the common step, step_version (of the installed distribution: none for these,
+`0+unknown`), image (MNIST_CT_IMAGES), run_id, plus accuracy (analysis) or data_version (preprocess).
+Environment:
 
     MNIST_CT_FAKE_ACCURACY=0.9      what analysis reports
     MNIST_CT_FAKE_FAIL=validate     that step raises ArtifactError (exit 3, one line naming a file)
@@ -31,18 +36,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mnist_ct.artifacts import (
-    ArtifactError, Producer, RunPaths, UsageError, add_run_arguments, add_threads_argument, bounded_float,
-    bounded_int, positive_int, publish, seed_value, step_main,
+    ArtifactError, KfpOutputs, Producer, RunPaths, UsageError, add_kfp_arguments, add_run_arguments,
+    add_threads_argument, bounded_float, bounded_int, positive_int, publish, seed_value, step_main,
 )
 
 STEP = "{step}"
 FOLDER = {folder!r}
+ARTIFACTS = {artifacts!r}  # name -> schema title
 
 
 @dataclass(frozen=True)
 class Options:
     index: str
     accuracy_out: Path | None
+    kfp: KfpOutputs | None
 
     def __post_init__(self) -> None:
         if not self.index[:1].isalpha() or self.index.endswith("0"):
@@ -62,11 +69,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model-name", default="mnist")
     parser.add_argument("--learning-rate", type=bounded_float(0, 10, low_open=True), default=0.01)
     add_threads_argument(parser, used_by="nothing")
+    if ARTIFACTS:
+        add_kfp_arguments(parser, ARTIFACTS)
     return parser
 
 
 def options_from_args(args: argparse.Namespace) -> Options:
-    return Options(args.index, args.accuracy_out)
+    kfp = KfpOutputs.from_args(STEP, ARTIFACTS, args) if ARTIFACTS else None
+    return Options(args.index, args.accuracy_out, kfp)
+
+
+def write_artifacts(paths: RunPaths, options: Options) -> None:
+    if options.kfp is None:
+        return
+    metadata = {{}}
+    if STEP == "analysis":
+        metadata["accuracy"] = float(os.environ.get("MNIST_CT_FAKE_ACCURACY", "0.9"))
+    if STEP == "preprocess":
+        metadata["data_version"] = "fake0123"
+    with options.kfp.writing(paths.run_id) as out:
+        for name in ARTIFACTS:
+            out.add(name, f"{{STEP}} {{name}}\\n".encode(), metadata)
 
 
 def run(paths: RunPaths, options: Options, log) -> int:
@@ -81,6 +104,7 @@ def run(paths: RunPaths, options: Options, log) -> int:
             time.sleep(60)
     if options.accuracy_out is not None:
         options.accuracy_out.write_text(os.environ.get("MNIST_CT_FAKE_ACCURACY", "0.9") + "\\n")
+    write_artifacts(paths, options)
     log("done")
     return 0
 
@@ -100,5 +124,7 @@ def write_fake_steps(root: Path) -> Path:
         package = root / "mnist_ct" / step
         package.mkdir(parents=True, exist_ok=True)
         (package / "__init__.py").write_text("")
-        (package / "__main__.py").write_text(TEMPLATE.format(step=step, folder=step.replace("_", "-")))
+        artifacts = {name: kind.schema_title for name, kind in STEPS[step].outputs}
+        text = TEMPLATE.format(step=step, folder=step.replace("_", "-"), artifacts=artifacts)
+        (package / "__main__.py").write_text(text)
     return root

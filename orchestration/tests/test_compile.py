@@ -168,6 +168,125 @@ def test_the_compiled_pipeline_has_the_designed_structure(strict_yaml):
         )
 
 
+def test_the_compiled_pipeline_declares_the_typed_artifacts_images_and_retries(strict_yaml):
+    compiled = load(strict_yaml)
+    artifacts = {
+        name: {
+            a: d["artifactType"]["schemaTitle"] for a, d in c.get("outputDefinitions", {}).get("artifacts", {}).items()
+        }
+        for name, c in compiled.components.items()
+        if "executorLabel" in c
+    }
+    assert artifacts == {
+        "comp-preprocess": {"dataset": "system.Dataset"},
+        "comp-validate": {},
+        "comp-train-model": {"model": "system.Model"},
+        "comp-embedding": {},
+        "comp-train-faiss": {},
+        "comp-analysis": {
+            "metrics": "system.Metrics", "confusion_matrix": "system.ClassificationMetrics", "report": "system.HTML",
+        },
+        "comp-deploy": {"model": "system.Model"},
+    }  # fmt: skip
+    analysis = compiled.executors["exec-analysis"]["container"]
+    assert analysis["args"][-8:] == [
+        "--executor-input", "{{$}}",
+        "--output-artifact", "metrics={{$.outputs.artifacts['metrics'].path}}",
+        "--output-artifact", "confusion_matrix={{$.outputs.artifacts['confusion_matrix'].path}}",
+        "--output-artifact", "report={{$.outputs.artifacts['report'].path}}",
+    ]  # fmt: skip
+    lock = pinned_lock()
+    for executor in compiled.executors.values():
+        [env] = executor["container"]["env"]
+        assert env["name"] == "MNIST_CT_IMAGES"
+        assert json.loads(env["value"]) == {s: lock.image_ref(s) for s in ORDER}
+    retries = {
+        "/".join([*path, name]): task.get("retryPolicy", {}).get("maxRetryCount")
+        for path, name, task in compiled.walk_tasks()
+    }
+    assert retries == {
+        "preprocess": 3, "validate": None, "train-model": 1, "embedding": 2, "train-faiss": 2, "analysis": 2,
+        "condition-1": None, "condition-1/deploy": None,
+    }  # fmt: skip
+    assert compiled.root["dag"]["tasks"]["analysis"]["retryPolicy"] == {
+        "maxRetryCount": 2, "backoffDuration": "30s", "backoffFactor": 2.0, "backoffMaxDuration": "3600s",
+    }  # fmt: skip
+
+
+def _component(spec: dict, name: str) -> dict:
+    return spec["components"][name]
+
+
+def _container(spec: dict, label: str) -> dict:
+    return spec["deploymentSpec"]["executors"][label]["container"]
+
+
+def _without_confusion_matrix(spec: dict) -> None:
+    """analysis as compiled without its confusion matrix (the declaration and the argument: else the
+    reference check names the placeholder first)."""
+    _component(spec, "comp-analysis")["outputDefinitions"]["artifacts"].pop("confusion_matrix")
+    args = _container(spec, "exec-analysis")["args"]
+    at = args.index("confusion_matrix={{$.outputs.artifacts['confusion_matrix'].path}}")
+    del args[at - 1 : at + 1]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            _without_confusion_matrix,
+            "step analysis (exec-analysis): output artifact confusion_matrix (system.ClassificationMetrics) is not "
+            "declared",
+        ),
+        (
+            lambda s: _component(s, "comp-preprocess")["outputDefinitions"]["artifacts"]["dataset"].update(
+                artifactType={"schemaTitle": "system.Artifact", "schemaVersion": "0.0.1"}
+            ),
+            "step preprocess (exec-preprocess): output artifact dataset is system.Artifact, designed system.Dataset",
+        ),
+        (
+            lambda s: _component(s, "comp-validate").update(
+                outputDefinitions={"artifacts": {"report": {"artifactType": {"schemaTitle": "system.HTML"}}}}
+            ),
+            "step validate (exec-validate): output artifact report (system.HTML) is not in the design",
+        ),
+        (
+            lambda s: _container(s, "exec-deploy")["args"].remove("{{$}}"),
+            "step deploy (exec-deploy): no `--executor-input {{$}}` argument",
+        ),
+        (
+            lambda s: _container(s, "exec-train-model")["args"].__setitem__(-1, "model=/model/model.json"),
+            "step train_model (exec-train-model): no `--output-artifact model={{$.outputs.artifacts['model'].path}}`",
+        ),
+        (
+            lambda s: _container(s, "exec-embedding").pop("env"),
+            "step embedding (exec-embedding): no MNIST_CT_IMAGES environment variable",
+        ),
+        (
+            lambda s: _container(s, "exec-validate")["env"][0].update(
+                value=json.dumps({st: f"ghcr.io/x/{st}@{fake_digest('other')}" for st in ORDER})
+            ),
+            "step validate (exec-validate): MNIST_CT_IMAGES differs from the lock's images for analysis, deploy, "
+            "embedding, preprocess, train_faiss, train_model, validate",
+        ),
+        (
+            lambda s: s["root"]["dag"]["tasks"]["train-faiss"].pop("retryPolicy"),
+            "step train_faiss (task train-faiss): retryPolicy None is not the designed {'maxRetryCount': 2",
+        ),
+        (
+            lambda s: s["root"]["dag"]["tasks"]["validate"].update(retryPolicy={"maxRetryCount": 5}),
+            "step validate (task validate): has a retryPolicy; the design retries it never",
+        ),
+    ],
+)
+def test_a_compiled_file_without_the_designed_artifacts_images_or_retries_fails_the_check(
+    strict_yaml, tmp_path, change, message
+):
+    problems = problems_of(rewrite(strict_yaml, tmp_path, lambda spec, platform: change(spec)))
+    assert any(p.startswith(message) for p in problems), problems
+    assert len(problems) == 2  # the heading and that one line
+
+
 def test_a_wrong_pvc_fails_the_check_naming_the_step(strict_yaml, tmp_path):
     def change(spec, platform):
         mounts = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train-faiss"]["pvcMount"]
@@ -259,6 +378,20 @@ def _condition(spec: dict) -> dict:
         (
             lambda s, p: s["root"]["dag"]["tasks"]["embedding"].update(componentRef={"name": "comp-nope"}),
             "task root/embedding: component comp-nope does not exist",
+        ),
+        (
+            lambda s, p: s["deploymentSpec"]["executors"]["exec-deploy"]["container"]["args"].append(
+                "roc={{$.outputs.artifacts['roc'].path}}"
+            ),
+            "executor exec-deploy args[12]: {{$.outputs.artifacts['roc'].path}} names no output artifact",
+        ),
+        (
+            lambda s, p: s["root"]["dag"]["tasks"]["analysis"]["inputs"].update(
+                artifacts={
+                    "model": {"taskOutputArtifact": {"producerTask": "train-model", "outputArtifactKey": "model"}}
+                }
+            ),
+            "task root/analysis: input artifacts are not supported",
         ),
     ],
 )

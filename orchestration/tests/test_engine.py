@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from google.protobuf import json_format
+from kfp.pipeline_spec import pipeline_spec_pb2
 
 from mnist_ct.orchestration.engine import LocalRun
 from mnist_ct.orchestration.errors import OrchestrationError, StepFailed
@@ -16,12 +18,18 @@ from mnist_ct.orchestration.spec import CompiledPipeline, load, parse
 
 
 class Recording:
-    """Plays the steps: records each task, writes analysis's accuracy, fails where told to."""
+    """Plays the steps, seeing container paths as a container would: records each task, writes analysis's
+    accuracy, its output artifacts and ExecutorOutput (`executor_output`: that text instead, for `broken`
+    steps), fails where told to."""
 
     description = "recording"
+    sees_host_paths = False
 
-    def __init__(self, accuracy="0.9375", fail: dict[str, int] | None = None, skip_output=False, interrupt=""):
+    def __init__(
+        self, accuracy="0.9375", fail: dict[str, int] | None = None, skip_output=False, interrupt="", **broken
+    ):
         self.accuracy, self.fail, self.skip_output, self.interrupt = accuracy, fail or {}, skip_output, interrupt
+        self.broken = broken  # executor_output=(step, text) or no_artifact=(step, name)
         self.tasks: list[ContainerTask] = []
 
     def run(self, task, log):
@@ -35,6 +43,17 @@ class Recording:
             return self.fail[step]
         if "--accuracy-out" in args and not self.skip_output:
             Path(args[args.index("--accuracy-out") + 1]).write_text(self.accuracy + "\n")
+        artifacts = dict(v.split("=", 1) for o, v in zip(args, args[1:], strict=False) if o == "--output-artifact")
+        for name, path in artifacts.items():
+            if self.broken.get("no_artifact") != (step, name):
+                Path(host_path(path, task.mounts)).write_text(f"{step} {name}\n")
+        if "--executor-input" in args:
+            executor_input = json.loads(args[args.index("--executor-input") + 1])
+            output = {"artifacts": {n: {"artifacts": [{"metadata": {"step": step}}]} for n in artifacts}}
+            text = json.dumps(output)
+            if self.broken.get("executor_output", ("",))[0] == step:
+                text = self.broken["executor_output"][1]
+            Path(host_path(executor_input["outputs"]["outputFile"], task.mounts)).write_text(text)
         log(f"{step}: done")
         return 0
 
@@ -64,13 +83,14 @@ def test_tasks_run_in_order_with_placeholders_resolved_and_volumes_mapped(dev_ya
     ]
     work = tmp_path / "work"
     pre, _, train = executor.tasks[:3]
-    assert pre.args == [
+    assert pre.args[:10] == [
         "--run-id", "r1", "--data-root", "/data",
         "--dataset", "mnist-5k", "--limit-per-class", "20", "--seed", "0",
     ]  # fmt: skip
-    assert [host_path(a, train.mounts) for a in train.args] == [
+    assert [host_path(a, train.mounts) for a in train.args if not a.startswith("{")] == [
         "--run-id", "r1", "--data-root", str(work / "data"), "--model-root", str(work / "model"),
         "--epochs", "3", "--seed", "0", "--threads", "4",
+        "--executor-input", "--output-artifact", "model=/tmp/kfp/artifacts/train-model/model",
     ]  # fmt: skip
     analysis = executor.tasks[5]
     out_file = analysis.args[analysis.args.index("--accuracy-out") + 1]
@@ -80,7 +100,9 @@ def test_tasks_run_in_order_with_placeholders_resolved_and_volumes_mapped(dev_ya
     assert result.task("deploy").status == "succeeded"
     assert "condition accuracy-above-baseline: true (analysis.accuracy = 0.9375, baseline = 0.8)" in lines
     assert [t["status"] for t in saved_tasks(tmp_path)] == ["succeeded"] * 8  # 7 steps + the condition
-    assert {m.container_path for m in executor.tasks[6].mounts} == {"/model", "/deploy-model", "/tmp/kfp/outputs"}
+    assert {m.container_path for m in executor.tasks[6].mounts} == {
+        "/model", "/deploy-model", "/tmp/kfp/outputs", "/tmp/kfp/artifacts",
+    }  # fmt: skip
 
 
 def test_the_plan_holds_every_task_as_it_will_run_and_creates_nothing(dev_yaml, tmp_path):
@@ -89,9 +111,9 @@ def test_the_plan_holds_every_task_as_it_will_run_and_creates_nothing(dev_yaml, 
     assert [t.name for t in planned] == [
         "preprocess", "validate", "train-model", "embedding", "train-faiss", "analysis", "condition-1/deploy",
     ]  # fmt: skip
-    assert planned[2].args[-4:] == ["--seed", "0", "--threads", "4"] and "3" in planned[2].args
+    assert planned[2].args[8:12] == ["--seed", "0", "--threads", "4"] and "3" in planned[2].args
     # deploy sits under the condition; its own inputs come from pipeline parameters, so it is planned too.
-    assert planned[-1].args[-2:] == ["--model-name", "digits"]
+    assert planned[-1].args[6:8] == ["--model-name", "digits"]
     assert not (tmp_path / "work").exists()
     executor = Recording()
     local.executor = executor
@@ -139,7 +161,7 @@ def test_an_interrupted_step_is_recorded_and_the_interrupt_goes_on(dev_yaml, tmp
         local.run()
     assert saved_tasks(tmp_path)[-1] | {"seconds": 0} == {
         "task": "embedding", "display_name": "Embedding: embed train and test splits", "status": "failed",
-        "seconds": 0, "outputs": {}, "reason": "interrupted (KeyboardInterrupt)",
+        "seconds": 0, "outputs": {}, "artifacts": [], "reason": "interrupted (KeyboardInterrupt)",
     }  # fmt: skip
 
 
@@ -172,7 +194,7 @@ def test_an_unsupported_placeholder_is_an_error_not_passed_through(dev_yaml, tmp
     spec["deploymentSpec"]["executors"]["exec-preprocess"]["container"]["args"].append("{{$.pipeline_root}}")
     with pytest.raises(OrchestrationError) as e:
         parse(yaml.safe_dump_all([spec, platform]))
-    assert e.value.problems == ["executor exec-preprocess args[10]: unsupported placeholder {{$.pipeline_root}}"]
+    assert e.value.problems == ["executor exec-preprocess args[14]: unsupported placeholder {{$.pipeline_root}}"]
     # The runner refuses it too, should a pipeline reach it unchecked.
     unchecked = CompiledPipeline(spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"])
     executor = Recording()
@@ -180,3 +202,84 @@ def test_an_unsupported_placeholder_is_an_error_not_passed_through(dev_yaml, tmp
     with pytest.raises(OrchestrationError, match=r"task preprocess: cannot resolve \{\{\$\.pipeline_root\}\}"):
         local.run()
     assert executor.tasks == []
+
+
+def test_output_artifacts_are_handed_over_as_kfps_launcher_does_and_read_back(dev_yaml, tmp_path):
+    executor = Recording()
+    local, lines = run(dev_yaml, tmp_path, executor, k="3")
+    result = local.run()
+    analysis = executor.tasks[5]
+    state = tmp_path / "work" / "kfp" / "r1"
+    # {{$}}: a strict ExecutorInput, with the paths the task sees (a container's: /tmp/kfp/...).
+    given = analysis.args[analysis.args.index("--executor-input") + 1]
+    json_format.Parse(given, pipeline_spec_pb2.ExecutorInput(), ignore_unknown_fields=False)
+    executor_input = json.loads(given)
+    assert executor_input["inputs"]["parameterValues"] == {"run_id": "r1", "k": 3}
+    assert executor_input["outputs"]["parameters"] == {"accuracy": {"outputFile": "/tmp/kfp/outputs/analysis/accuracy"}}
+    assert executor_input["outputs"]["outputFile"] == "/tmp/kfp/outputs/analysis/executor_output.json"
+    [metrics] = executor_input["outputs"]["artifacts"]["metrics"]["artifacts"]
+    assert metrics == {
+        "name": "metrics", "type": {"schemaTitle": "system.Metrics", "schemaVersion": "0.0.1"},
+        "uri": (state / "artifacts" / "analysis" / "metrics").as_uri(), "metadata": {},
+    }  # fmt: skip
+    assert "report=/tmp/kfp/artifacts/analysis/report" in analysis.args
+    # Read back: every artifact with its ExecutorOutput metadata, kept in run.json, shown on the ok line.
+    kept = result.task("analysis").artifacts
+    assert [(a.name, a.type, a.metadata) for a in kept] == [
+        ("confusion_matrix", "system.ClassificationMetrics", {"step": "analysis"}),
+        ("metrics", "system.Metrics", {"step": "analysis"}),
+        ("report", "system.HTML", {"step": "analysis"}),
+    ]
+    assert kept[2].path == str(state / "artifacts" / "analysis" / "report")
+    assert Path(kept[2].path).read_text() == "analysis report\n"
+    saved = {t["task"]: t for t in saved_tasks(tmp_path)}
+    assert saved["condition-1/deploy"]["artifacts"][0]["path"] == str(state / "artifacts/condition-1/deploy/model")
+    assert saved["validate"]["artifacts"] == [] and "--executor-input" not in executor.tasks[1].args
+    assert any(line.startswith("ok   analysis in ") and line.endswith(
+        ", accuracy = 0.9375, artifacts confusion_matrix, metrics, report") for line in lines)  # fmt: skip
+
+
+def test_a_process_sees_host_paths_in_its_executor_input(dev_yaml, tmp_path):
+    class Process(Recording):
+        sees_host_paths = True
+
+    local, _ = run(dev_yaml, tmp_path, Process())
+    analysis = next(t for t in local.planned() if t.name == "analysis")
+    executor_input = json.loads(analysis.args[analysis.args.index("--executor-input") + 1])
+    state = tmp_path / "work" / "kfp" / "r1"
+    assert executor_input["outputs"]["outputFile"] == str(state / "outputs" / "analysis" / "executor_output.json")
+    assert f"metrics={state / 'artifacts' / 'analysis' / 'metrics'}" in analysis.args
+
+
+@pytest.mark.parametrize(
+    ("broken", "error", "exit_code"),
+    [
+        ({"executor_output": ("analysis", "{not json")}, "not a valid KFP ExecutorOutput (Expecting", 3),
+        ({"executor_output": ("analysis", '{"artifact": {}}')}, "not a valid KFP ExecutorOutput (Message type", 3),
+        (
+            {"executor_output": ("analysis", '{"artifacts": {"metrics": {"artifacts": [{"metadata": 3}]}}}')},
+            "not a valid KFP ExecutorOutput (Struct must be in a dict which is 3 at ExecutorOutput.artifacts[metrics]",
+            3,
+        ),
+        (
+            {"executor_output": ("analysis", '{"artifacts": {"roc": {"artifacts": [{}]}}}')},
+            "artifact roc is not an output of the task",
+            3,
+        ),
+        ({"executor_output": ("train_model", "")}, "not a valid KFP ExecutorOutput (Expecting value", 3),
+        ({"executor_output": ("train_model", "[]")}, "not a valid KFP ExecutorOutput (a JSON list, not an object)", 3),
+        ({"no_artifact": ("analysis", "report")}, "exited 0 but did not write its output artifact report (", 1),
+    ],
+)
+def test_a_bad_executor_output_or_a_missing_artifact_fails_the_task_naming_the_file(
+    dev_yaml, tmp_path, broken, error, exit_code
+):
+    executor = Recording(**broken)
+    local, _ = run(dev_yaml, tmp_path, executor)
+    with pytest.raises(OrchestrationError) as e:
+        local.run()
+    step = "train-model" if broken.get("executor_output", ("",))[0] == "train_model" else "analysis"
+    file = "executor_output.json" if "executor_output" in broken else "report"
+    assert str(e.value).startswith(f"step {step}") and error in str(e.value) and file in str(e.value)
+    assert "\n" not in str(e.value) and e.value.exit_code == exit_code
+    assert saved_tasks(tmp_path)[-1]["task"] == step and saved_tasks(tmp_path)[-1]["status"] == "failed"

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from conftest import run_local
+
+from mnist_ct.orchestration.spec import load
 
 
 def test_a_run_checks_runs_and_summarises_what_it_made(fake_steps, tmp_path, capsys):
@@ -21,7 +24,32 @@ def test_a_run_checks_runs_and_summarises_what_it_made(fake_steps, tmp_path, cap
     assert saved["arguments"]["epochs"] == 2 and saved["arguments"]["model_name"] == "digits"
     assert [t["status"] for t in saved["tasks"]] == ["succeeded"] * 8
     assert (work / "model" / "runs" / "r1" / "train-model" / "manifest.json").is_file()
-    assert sorted(p.name for p in (work / "kfp" / "r1").iterdir()) == ["outputs", "pipeline.yaml", "run.json"]
+    state = work / "kfp" / "r1"
+    assert sorted(p.name for p in state.iterdir()) == ["artifacts", "outputs", "pipeline.yaml", "run.json"]
+    # The typed artifacts: each step's files under the run's folder, their metadata from its ExecutorOutput.
+    kept = {(t["task"], a["name"]): a for t in saved["tasks"] for a in t.get("artifacts", [])}
+    assert {k: a["type"] for k, a in kept.items()} == {
+        ("preprocess", "dataset"): "system.Dataset",
+        ("train-model", "model"): "system.Model",
+        ("analysis", "confusion_matrix"): "system.ClassificationMetrics",
+        ("analysis", "metrics"): "system.Metrics",
+        ("analysis", "report"): "system.HTML",
+        ("condition-1/deploy", "model"): "system.Model",
+    }
+    metrics = kept[("analysis", "metrics")]
+    assert metrics["path"] == str(state / "artifacts" / "analysis" / "metrics")
+    assert metrics["uri"] == (state / "artifacts" / "analysis" / "metrics").as_uri()
+    assert Path(metrics["path"]).read_text() == "analysis metrics\n"
+    image = load(state / "pipeline.yaml").executors["exec-analysis"]["container"]["image"]
+    assert metrics["metadata"] == {  # image: from MNIST_CT_IMAGES, the compiled images
+        "step": "analysis", "step_version": "0+unknown", "image": image, "run_id": "r1", "accuracy": 0.9,
+    }  # fmt: skip
+    assert "artifacts:" in out
+    dataset = kept[("preprocess", "dataset")]
+    assert (
+        f"  preprocess.dataset           system.Dataset                {dataset['path']} (data_version=fake0123, "
+        f"image={dataset['metadata']['image']})" in out
+    )
 
 
 def test_a_run_below_the_baseline_says_why_deploy_was_skipped(fake_steps, tmp_path, capsys, monkeypatch):

@@ -1,16 +1,19 @@
-"""`mnist-ct run-local` end to end with the real step packages on mnist-5k (small: --limit-per-class).
+"""`mnist-ct run-local` end to end with the real step packages on mnist-5k (small: --limit-per-class), with
+the typed artifacts they write.
 
 Needs the real steps (conftest.py: installed beside orchestration, or per-step venvs under .nox/packages);
 skips without them, unless MNIST_CT_REQUIRE_STEPS=1.
 """
 
 import json
+from pathlib import Path
 
 import pytest
 from conftest import RUNNER_OPTIONS, needs_real_steps
 
 from mnist_ct.orchestration.__main__ import main
 from mnist_ct.orchestration.parameters import text_value
+from mnist_ct.orchestration.spec import load
 
 pytestmark = [pytest.mark.slow, needs_real_steps]
 
@@ -40,6 +43,44 @@ def test_the_pipeline_runs_end_to_end_and_deploys_above_the_baseline(tmp_path, c
     assert f"model archive: {mar}\n" in out
     assert "deploy: ran\n" in out
     assert f"accuracy: {accuracy:.4f} (baseline 0.8)" in out
+    check_artifacts(tmp_path, "above", done, out)
+
+
+def check_artifacts(workdir, run_id, done, out):
+    """The typed artifacts the real steps wrote (the step interface), as run.json keeps them and the summary
+    shows them: the files, the metadata of their ExecutorOutputs, the images the pipeline was compiled with."""
+    state = workdir / "kfp" / run_id
+    images = {
+        e["container"]["command"][2]: e["container"]["image"] for e in load(state / "pipeline.yaml").executors.values()
+    }
+    kept = {(task, a["name"]): a for task, t in done.items() for a in t["artifacts"]}
+    assert {k: a["type"] for k, a in kept.items()} == {
+        ("preprocess", "dataset"): "system.Dataset",
+        ("train-model", "model"): "system.Model",
+        ("analysis", "confusion_matrix"): "system.ClassificationMetrics",
+        ("analysis", "metrics"): "system.Metrics",
+        ("analysis", "report"): "system.HTML",
+        ("deploy", "model"): "system.Model",
+    }
+    for (task, name), artifact in kept.items():
+        step = task.replace("-", "_")
+        assert Path(artifact["path"]).is_file() and Path(artifact["path"]).is_relative_to(state / "artifacts")
+        metadata = artifact["metadata"]
+        assert (metadata["step"], metadata["run_id"]) == (step, run_id) and metadata["step_version"]
+        assert metadata["image"] == images[f"mnist_ct.{step}"], (task, name)  # MNIST_CT_IMAGES reached the step
+    accuracy = done["analysis"]["outputs"]["accuracy"]
+    metrics = kept[("analysis", "metrics")]
+    assert metrics["metadata"]["accuracy"] == pytest.approx(accuracy)
+    assert json.loads(Path(metrics["path"]).read_text())["accuracy"] == pytest.approx(accuracy)
+    matrix = kept[("analysis", "confusion_matrix")]["metadata"]["confusionMatrix"]
+    assert [spec["displayName"] for spec in matrix["annotationSpecs"]] == [str(d) for d in range(10)]
+    assert len(matrix["rows"]) == 10 and all(len(r["row"]) == 10 for r in matrix["rows"])
+    assert "<html" in Path(kept[("analysis", "report")]["path"]).read_text().lower()
+    assert kept[("preprocess", "dataset")]["metadata"]["data_version"]
+    assert kept[("train-model", "model")]["metadata"]["framework"] == "pytorch"
+    assert kept[("deploy", "model")]["metadata"]["live"] is True
+    shown = f"  analysis.metrics             system.Metrics                {metrics['path']} (accuracy={accuracy:.4f}, "
+    assert f"{shown}image={images['mnist_ct.analysis']})\n" in out
 
 
 def test_deploy_is_skipped_when_accuracy_is_not_above_the_baseline(tmp_path, capsys):

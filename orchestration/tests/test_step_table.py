@@ -1,5 +1,6 @@
 """The pipeline's step table (pipeline.py STEPS) is the one list of steps: the lock's step entries and the
-repo's step folders are those steps; a parameter default that a step option also has is the step's own."""
+repo's step folders are those steps; orchestration/README.md's table of resources and retries is it; a
+parameter default that a step option also has is the step's own."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from mnist_ct.orchestration.engine import LocalRun
 from mnist_ct.orchestration.executors import ProcessExecutor
 from mnist_ct.orchestration.lock import LOCK_PATH, read_lock
 from mnist_ct.orchestration.parameters import text_value
-from mnist_ct.orchestration.pipeline import ALL_PER_CLASS, ORDER, STEPS
+from mnist_ct.orchestration.pipeline import ALL_PER_CLASS, ORDER, STEPS, Step
 from mnist_ct.orchestration.spec import INPUT_PARAMETER, load
 
 # Pipeline defaults that differ from the step's on purpose: a KFP parameter cannot be absent, so
@@ -34,6 +35,32 @@ def test_the_lock_pins_exactly_the_pipelines_steps():
     folders = sorted(p.parent.name for p in ROOT.glob("steps/*/pyproject.toml"))
     assert folders == sorted(STEPS)
     assert list(STEPS) == list(ORDER) and all(step.name == name for name, step in STEPS.items())
+
+
+def readme_row(step: Step) -> list[str]:
+    """The README table's cells for a step as STEPS has it: volumes, CPU, memory, retries, output artifacts."""
+    return [
+        ", ".join(v.pvc for v in step.volumes),
+        " / ".join(step.cpu),
+        " / ".join(step.memory),
+        str(step.retries),
+        ", ".join(f"`{name}` ({kind.schema_title})" for name, kind in step.outputs),
+    ]
+
+
+def test_the_readme_table_of_resources_and_retries_is_the_step_table():
+    readme = (ROOT / "orchestration" / "README.md").read_text().splitlines()
+    header = next(i for i, line in enumerate(readme) if line.startswith("| step | volumes | CPU req / limit |"))
+    rows = []
+    for line in readme[header + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+    assert [row[0].split()[0] for row in rows] == list(ORDER)
+    for row, step in zip(rows, ORDER, strict=True):
+        assert row[1:6] == readme_row(STEPS[step]), (
+            f"README row of {step}; STEPS has | {' | '.join(readme_row(STEPS[step]))} |"
+        )
 
 
 def parameter_options(dev_yaml) -> dict[tuple[str, str], str]:

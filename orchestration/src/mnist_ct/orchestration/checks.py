@@ -3,18 +3,34 @@
 `spec.parse` already proved the file well-formed (strict protobuf parse, references resolve, CEL
 parses); these checks compare it with the design: one executor per step, its image equal to the lock
 (pinned by digest, or a `repo:version` tag in a dev build), the command line, the PVC mounts, the
-resources, caching off, the run id, the order of the steps and the deploy condition.
+resources, caching off, the run id, the order of the steps and the deploy condition; the typed output
+artifacts (names and schema titles) and the options that hand them to the step (`--executor-input {{$}}`,
+`--output-artifact NAME=<path>`), `MNIST_CT_IMAGES` equal to the lock's images, the retry policies.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
 from mnist_ct.orchestration import cel
 from mnist_ct.orchestration.lock import DIGEST, Lock, LockError
-from mnist_ct.orchestration.pipeline import DEV_MARKER, ORDER, STEPS, VOLUMES, Step, image_tag
-from mnist_ct.orchestration.spec import CompiledPipeline
+from mnist_ct.orchestration.pipeline import (
+    DEV_MARKER,
+    EXECUTOR_INPUT,
+    IMAGES_ENV,
+    ORDER,
+    RETRY_BACKOFF,
+    RETRY_BACKOFF_FACTOR,
+    RETRY_BACKOFF_MAX,
+    STEPS,
+    VOLUMES,
+    Step,
+    image_tag,
+    output_artifact_arg,
+)
+from mnist_ct.orchestration.spec import CompiledPipeline, output_artifacts
 
 PINNED_IMAGE = re.compile(r"^[^@\s]+@sha256:[0-9a-f]{64}$")
 RUN_ID_ARG = "{{$.inputs.parameters['run_id']}}"
@@ -54,10 +70,75 @@ def expected_image(lock: Lock, step: str, dev: bool) -> str:
         return image_tag(entry.image, entry.version)
 
 
+def lock_images(lock: Lock, dev: bool) -> dict[str, str | None]:
+    """The image every step must have (None where the lock has none: its own check says why)."""
+    found: dict[str, str | None] = {}
+    for step in ORDER:
+        try:
+            found[step] = expected_image(lock, step, dev)
+        except LockError:
+            found[step] = None
+    return found
+
+
+def _check_images_env(container: dict[str, Any], where: str, images: dict[str, str | None]) -> list[str]:
+    values = [e.get("value", "") for e in container.get("env", []) if e.get("name") == IMAGES_ENV]
+    if len(values) != 1:
+        return [f"{where}: no {IMAGES_ENV} environment variable (the images of every step, for lineage)"]
+    try:
+        found = json.loads(values[0])
+    except json.JSONDecodeError:
+        return [f"{where}: {IMAGES_ENV} is not JSON: {values[0][:60]!r}"]
+    if not isinstance(found, dict):
+        return [f"{where}: {IMAGES_ENV} is not a JSON object of step -> image"]
+    differ = sorted(s for s in set(found) | set(images) if images.get(s) is not None and found.get(s) != images.get(s))
+    extra = sorted(set(found) - set(images))
+    if differ or extra:
+        return [f"{where}: {IMAGES_ENV} differs from the lock's images for {', '.join(differ + extra)}"]
+    return []
+
+
+def _check_artifacts(component: dict[str, Any], args: list[str], step: Step, where: str) -> list[str]:
+    problems: list[str] = []
+    declared = output_artifacts(component)
+    designed = {name: cls.schema_title for name, cls in step.outputs}
+    pairs = set(zip(args, args[1:], strict=False))
+    for name, title in designed.items():
+        if name not in declared:
+            problems.append(f"{where}: output artifact {name} ({title}) is not declared")
+        elif declared[name] != title:
+            problems.append(f"{where}: output artifact {name} is {declared[name] or 'untyped'}, designed {title}")
+        elif ("--output-artifact", output_artifact_arg(name)) not in pairs:
+            problems.append(f"{where}: no `--output-artifact {output_artifact_arg(name)}` argument")
+    for name in sorted(set(declared) - set(designed)):
+        problems.append(f"{where}: output artifact {name} ({declared[name]}) is not in the design")
+    if designed and ("--executor-input", EXECUTOR_INPUT) not in pairs:
+        problems.append(f"{where}: no `--executor-input {EXECUTOR_INPUT}` argument (its artifacts' metadata)")
+    return problems
+
+
+def _check_retry(task: dict[str, Any], step: Step, where: str) -> list[str]:
+    found = task.get("retryPolicy")
+    if not step.retries:
+        return [f"{where}: has a retryPolicy; the design retries it never"] if found else []
+    designed = {
+        "maxRetryCount": step.retries,
+        "backoffDuration": RETRY_BACKOFF,
+        "backoffFactor": RETRY_BACKOFF_FACTOR,
+        "backoffMaxDuration": RETRY_BACKOFF_MAX,
+    }
+    if found != designed:
+        return [f"{where}: retryPolicy {found} is not the designed {designed}"]
+    return []
+
+
 def _check_executor(p: CompiledPipeline, step: Step, label: str, lock: Lock, dev: bool) -> list[str]:
     problems: list[str] = []
     container = p.executors[label]["container"]
     where = f"step {step.name} ({label})"
+    component: dict[str, Any] = next((c for c in p.components.values() if c.get("executorLabel") == label), {})
+    problems += _check_artifacts(component, container.get("args", []), step, where)
+    problems += _check_images_env(container, where, lock_images(lock, dev))
 
     image = container.get("image", "")
     try:
@@ -157,6 +238,7 @@ def check(p: CompiledPipeline, lock: Lock, dev: bool) -> list[str]:
             problems.append(f"{where}: display name {task.get('taskInfo', {}).get('name')!r}")
         if step != "deploy" and path:
             problems.append(f"{where}: must be in the root DAG, found under {path}")
+        problems += _check_retry(task, STEPS[step], where)
 
     # Order: each step after the one before it; deploy's condition after analysis.
     chain = [s for s in ORDER if s != "deploy"]

@@ -3,8 +3,8 @@
 The local runner's container mode calls `run_container(image, argv, mounts)` per task: `image` is the
 pinned `repo@sha256:...` from the lock, `argv` the task's full command line (KFP `command` + `args`;
 the image's ENTRYPOINT is not used, as on Kubernetes when a command is given), `mounts` maps host
-folders to container paths ({workdir/"data": "/data", workdir/"model": "/model", ...}, plus a host
-folder for the task's output-parameter files).
+folders to container paths ({workdir/"data": "/data", workdir/"model": "/model", ...}, plus the host
+folders of the task's output parameters, ExecutorOutput and output artifacts: /tmp/kfp/outputs, /tmp/kfp/artifacts).
 
 Engines, in order: Docker (when a daemon answers), buildah (`from` + `run --isolation chroot` + `rm`,
 daemonless), podman. `MNIST_CT_ENGINE=docker|buildah|podman` forces one. `detect_engine` is the one
@@ -187,6 +187,8 @@ class ContainerExecutor:
     Each task runs in its image (the lock's pin; MNIST_CT_REGISTRY_MIRROR maps the registry), its
     command + args unchanged (container paths), each of its mounts a bind mount of the host folder.
     """
+
+    sees_host_paths = False  # the task sees its mounts' container paths
 
     def __init__(self, engine: str | None = None, mirrors: dict[str, str] | None = None, user: str | None = None):
         self.engine = detect_engine(engine)

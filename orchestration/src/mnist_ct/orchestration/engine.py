@@ -8,19 +8,33 @@
 - each executor's command and args with their placeholders replaced, as KFP's launcher does
   (`{{$.inputs.parameters['x']}}`, `{{$.outputs.parameters['x'].output_file}}`, `{{$.pipeline_job_uuid}}`
   ...), the parent folder of every output parameter file created, and output parameters read back from
-  their files, typed by the component's output definitions.
+  their files, typed by the component's output definitions;
+- output artifacts, as KFP's launcher hands them over: `{{$.outputs.artifacts['NAME'].path}}` (and
+  `.uri`) resolved to a file under the run's folder, `{{$}}` to the executor input JSON (inputs'
+  parameterValues, outputs' parameters, artifacts and outputFile); after the task its ExecutorOutput is
+  read back (strictly, as the launcher's protojson does) and every artifact kept: type, path, uri, metadata.
 
 Volumes: each PVC of the platform spec is a folder under the work dir (data-pvc -> WORKDIR/data,
-train-model-pvc -> WORKDIR/model, deploy-model-pvc -> WORKDIR/deploy-model). Output parameter files
-live under WORKDIR/kfp/<run id>/outputs, seen by the task as /tmp/kfp/outputs. Who runs a task is an
-`Executor` (executors.py). `planned()` gives every task's container before anything runs, so
-run-local can check every step's options first; nothing is created on disk until `run()`.
+train-model-pvc -> WORKDIR/model, deploy-model-pvc -> WORKDIR/deploy-model). Output parameter files and
+the ExecutorOutput live under WORKDIR/kfp/<run id>/outputs/<task>/, artifacts under
+WORKDIR/kfp/<run id>/artifacts/<task>/<name>; a task in a container sees those folders as
+/tmp/kfp/outputs and /tmp/kfp/artifacts, a process (`Executor.sees_host_paths`) the host paths. An
+artifact's uri is `file://` + its host path: like KFP's `minio://...`, it names where the artifact is
+kept, the path is where the task writes it.
+
+Retries: a task's `retryPolicy` is not honoured; each task runs once. On a cluster it covers transient
+faults (a volume's I/O error, a lost node); here a failure is almost always deterministic (bad input,
+exit 3), and retrying it would only delay the error line.
+
+Who runs a task is an `Executor` (executors.py). `planned()` gives every task's container before
+anything runs, so run-local can check every step's options first; nothing is created on disk until `run()`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -28,16 +42,35 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from google.protobuf import json_format
+from kfp.pipeline_spec import pipeline_spec_pb2
+
 from mnist_ct.orchestration import cel
 from mnist_ct.orchestration.errors import OrchestrationError, StepFailed, describe_exit
 from mnist_ct.orchestration.executors import ContainerTask, Executor, Mount, host_path
 from mnist_ct.orchestration.parameters import text_value, typed_arguments, typed_value
 from mnist_ct.orchestration.pipeline import VOLUMES
-from mnist_ct.orchestration.spec import PLACEHOLDER, CompiledPipeline, topological_order
+from mnist_ct.orchestration.spec import EXECUTOR_INPUT, PLACEHOLDER, CompiledPipeline, topological_order
 from mnist_ct.orchestration.workdir import write_atomically
 
 OUTPUTS_MOUNT = "/tmp/kfp/outputs"
+ARTIFACTS_MOUNT = "/tmp/kfp/artifacts"
+EXECUTOR_OUTPUT = "executor_output.json"  # in the task's outputs folder (KFP: /tmp/kfp_outputs/output_metadata.json)
 TAIL_LINES = 20
+
+
+@dataclass
+class Artifact:
+    """An output artifact of a task: where it is and what its ExecutorOutput said of it."""
+
+    name: str
+    type: str  # schema title, e.g. system.Metrics
+    path: str  # on this machine
+    uri: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "type": self.type, "path": self.path, "uri": self.uri, "metadata": self.metadata}
 
 
 @dataclass
@@ -49,6 +82,7 @@ class TaskResult:
     outputs: dict[str, object] = field(default_factory=dict)
     reason: str = ""
     executor: bool = True  # False for a DAG (condition group)
+    artifacts: list[Artifact] = field(default_factory=list)
 
 
 @dataclass
@@ -74,6 +108,7 @@ class RunResult:
                     "status": t.status,
                     "seconds": round(t.seconds, 3),
                     "outputs": t.outputs,
+                    "artifacts": [a.to_json() for a in t.artifacts],
                     "reason": t.reason,
                 }
                 for t in self.tasks
@@ -86,6 +121,46 @@ class _Unknown:
 
 
 UNKNOWN = _Unknown()
+
+
+@dataclass
+class _TaskOutputs:
+    """A task's output files: parameters' and artifacts' as the task sees them (container or host paths),
+    artifacts (host path, uri), the ExecutorOutput file (as seen, and on this machine)."""
+
+    parameters: dict[str, str]
+    artifacts: dict[str, Artifact]
+    artifact_paths: dict[str, str]
+    schema_versions: dict[str, str]
+    executor_output: str
+    host_executor_output: str
+
+    def executor_input(self, inputs: Mapping[str, object]) -> str:
+        """KFP's ExecutorInput as protobuf JSON, what `{{$}}` stands for."""
+        artifacts = {
+            name: {
+                "artifacts": [
+                    {
+                        "name": name,
+                        "type": {"schemaTitle": a.type, "schemaVersion": self.schema_versions[name]},
+                        "uri": a.uri,
+                        "metadata": {},
+                    }
+                ]
+            }
+            for name, a in self.artifacts.items()
+        }
+        return json.dumps(
+            {
+                "inputs": {"parameterValues": dict(inputs)},
+                "outputs": {
+                    "parameters": {p: {"outputFile": f} for p, f in self.parameters.items()},
+                    "artifacts": artifacts,
+                    "outputFile": self.executor_output,
+                },
+            },
+            sort_keys=True,
+        )
 
 
 class LocalRun:
@@ -165,16 +240,38 @@ class LocalRun:
                 values[pname] = typed_value(definition["defaultValue"], definition["parameterType"], pname)
         return values
 
-    def _substitute(self, text: str, inputs: Mapping[str, object], output_files: Mapping[str, str], name: str) -> str:
+    def _substitute(self, text: str, inputs: Mapping[str, object], outputs: _TaskOutputs, name: str) -> str:
         text = self._runtime(text, name)
         for pname, value in inputs.items():
             text = text.replace(f"{{{{$.inputs.parameters['{pname}']}}}}", text_value(value))
-        for pname, path in output_files.items():
+        for pname, path in outputs.parameters.items():
             text = text.replace(f"{{{{$.outputs.parameters['{pname}'].output_file}}}}", path)
-        left = PLACEHOLDER.findall(text)
+        for aname, artifact in outputs.artifacts.items():
+            text = text.replace(f"{{{{$.outputs.artifacts['{aname}'].path}}}}", outputs.artifact_paths[aname])
+            text = text.replace(f"{{{{$.outputs.artifacts['{aname}'].uri}}}}", artifact.uri)
+        left = [p for p in PLACEHOLDER.findall(text) if p != EXECUTOR_INPUT]
         if left:
             raise OrchestrationError(f"task {name}: cannot resolve {left[0]} (unsupported placeholder or input)")
-        return text
+        # Last, so that nothing inside the JSON (a parameter's value) is taken for a placeholder.
+        return text.replace(EXECUTOR_INPUT, outputs.executor_input(inputs)) if EXECUTOR_INPUT in text else text
+
+    def _outputs(self, path: str, component: dict[str, Any], mounts: list[Mount]) -> _TaskOutputs:
+        """Where the task writes its outputs, as the task sees them and on this machine."""
+        seen = (lambda p: host_path(p, mounts)) if self.executor.sees_host_paths else (lambda p: p)
+        definitions = component.get("outputDefinitions", {})
+        kinds = {a: d.get("artifactType", {}) for a, d in definitions.get("artifacts", {}).items()}
+        artifacts = {}
+        for aname, kind in kinds.items():
+            host = host_path(f"{ARTIFACTS_MOUNT}/{path}/{aname}", mounts)
+            artifacts[aname] = Artifact(aname, kind.get("schemaTitle", ""), host, Path(host).as_uri())
+        return _TaskOutputs(
+            parameters={p: seen(f"{OUTPUTS_MOUNT}/{path}/{p}") for p in definitions.get("parameters", {})},
+            artifacts=artifacts,
+            artifact_paths={a: seen(f"{ARTIFACTS_MOUNT}/{path}/{a}") for a in artifacts},
+            schema_versions={a: kind.get("schemaVersion", "") for a, kind in kinds.items()},
+            executor_output=seen(f"{OUTPUTS_MOUNT}/{path}/{EXECUTOR_OUTPUT}"),
+            host_executor_output=host_path(f"{OUTPUTS_MOUNT}/{path}/{EXECUTOR_OUTPUT}", mounts),
+        )
 
     def _container(
         self, path: str, name: str, display: str, component: dict[str, Any], inputs: Mapping[str, object]
@@ -183,28 +280,25 @@ class LocalRun:
         label = component["executorLabel"]
         container = self.pipeline.executors[label]["container"]
         unknown = [p for p, v in inputs.items() if v is UNKNOWN]
-        parts = [
-            *container.get("command", []),
-            *container.get("args", []),
-            *(e.get("value", "") for e in container.get("env", [])),
-        ]
+        parts = [*self._container_parts(component), *(e.get("value", "") for e in container.get("env", []))]
+        if unknown and any(EXECUTOR_INPUT in part for part in parts):
+            return None  # the executor input holds every input's value
         if any(f"{{{{$.inputs.parameters['{p}']}}}}" in part for p in unknown for part in parts):
             return None
         known = {p: v for p, v in inputs.items() if v is not UNKNOWN}
         mounts = [Mount(self.folders[pvc], mount_path) for pvc, mount_path in self.pipeline.pvc_mounts(label)]
         mounts.append(Mount(self.state_dir / "outputs", OUTPUTS_MOUNT))
-        declared = component.get("outputDefinitions", {}).get("parameters", {})
-        output_files = {p: f"{OUTPUTS_MOUNT}/{path}/{p}" for p in declared}
+        mounts.append(Mount(self.state_dir / "artifacts", ARTIFACTS_MOUNT))
+        outputs = self._outputs(path, component, mounts)
         return ContainerTask(
             name=path,
             display_name=display,
             image=container["image"],
-            command=[self._substitute(c, known, output_files, name) for c in container.get("command", [])],
-            args=[self._substitute(a, known, output_files, name) for a in container.get("args", [])],
+            command=[self._substitute(c, known, outputs, name) for c in container.get("command", [])],
+            args=[self._substitute(a, known, outputs, name) for a in container.get("args", [])],
             mounts=mounts,
             env={
-                e["name"]: self._substitute(e.get("value", ""), known, output_files, name)
-                for e in container.get("env", [])
+                e["name"]: self._substitute(e.get("value", ""), known, outputs, name) for e in container.get("env", [])
             },
         )
 
@@ -317,9 +411,13 @@ class LocalRun:
         spec = self._container(path, name, display, component, inputs)
         assert spec is not None  # every input is known while running
         declared = component.get("outputDefinitions", {}).get("parameters", {})
+        outputs = self._outputs(path, component, spec.mounts)
         output_files = {p: host_path(f"{OUTPUTS_MOUNT}/{path}/{p}", spec.mounts) for p in declared}
-        for output_file in output_files.values():
+        # The parent folders of every output, as KFP's launcher makes them (prepareOutputFolders).
+        for output_file in [*output_files.values(), outputs.host_executor_output]:
             Path(output_file).parent.mkdir(parents=True, exist_ok=True)
+        for artifact in outputs.artifacts.values():
+            Path(artifact.path).parent.mkdir(parents=True, exist_ok=True)
         self.out(f"==> {path}: {display}")
         tail: deque[str] = deque(maxlen=TAIL_LINES)
 
@@ -355,8 +453,54 @@ class LocalRun:
             except OrchestrationError as e:
                 self._fail(path, display, seconds, str(e))
                 raise
-        result = TaskResult(path, display, "succeeded", seconds, values)
+        expects_output = any(EXECUTOR_INPUT in part for part in self._container_parts(component))
+        try:
+            artifacts = self._read_artifacts(path, outputs, expects_output)
+        except OrchestrationError as e:
+            self._fail(path, display, seconds, str(e))
+            raise
+        result = TaskResult(path, display, "succeeded", seconds, values, artifacts=artifacts)
         self.results.append(result)
         shown = "".join(f", {k} = {text_value(v)}" for k, v in values.items())
+        if artifacts:
+            shown += f", artifacts {', '.join(a.name for a in artifacts)}"
         self.out(f"ok   {path} in {seconds:.1f} s{shown}")
         return result
+
+    def _container_parts(self, component: dict[str, Any]) -> list[str]:
+        container = self.pipeline.executors[component["executorLabel"]]["container"]
+        return [*container.get("command", []), *container.get("args", [])]
+
+    def _read_artifacts(self, path: str, outputs: _TaskOutputs, expects_output: bool) -> list[Artifact]:
+        """The task's output artifacts with the metadata of its ExecutorOutput (when its command line had
+        `{{$}}`, the task must have written one); StepFailed for a missing file, OrchestrationError (one
+        line naming the file) for an ExecutorOutput that is not one."""
+        file = Path(outputs.host_executor_output)
+        written: dict[str, Any] = {}
+        if expects_output:
+            try:
+                text = file.read_text()
+            except OSError:
+                raise StepFailed(f"step {path} exited 0 but did not write its executor output ({file})", 1) from None
+            try:
+                written = json.loads(text)
+                if not isinstance(written, dict):
+                    raise json_format.ParseError(f"a JSON {type(written).__name__}, not an object")
+                json_format.ParseDict(written, pipeline_spec_pb2.ExecutorOutput(), ignore_unknown_fields=False)
+            except (json.JSONDecodeError, json_format.ParseError) as e:
+                detail = str(e).splitlines()[0] if str(e) else e.__class__.__name__
+                detail = re.sub(r"^(Failed to parse \w+ field: )+", "", detail)  # protobuf's nesting, once per level
+                raise OrchestrationError(f"step {path}: {file}: not a valid KFP ExecutorOutput ({detail})") from None
+        listed = written.get("artifacts") or {}  # null is valid protobuf JSON for an empty map
+        unknown = sorted(set(listed) - set(outputs.artifacts))
+        if unknown:
+            raise OrchestrationError(f"step {path}: {file}: artifact {unknown[0]} is not an output of the task")
+        found = []
+        for name, artifact in outputs.artifacts.items():
+            if not Path(artifact.path).exists():
+                missing = f"step {path} exited 0 but did not write its output artifact {name} ({artifact.path})"
+                raise StepFailed(missing, 1)
+            entries = (listed.get(name) or {}).get("artifacts") or []
+            metadata = (entries[0] or {}).get("metadata") or {} if entries else {}
+            found.append(Artifact(name, artifact.type, artifact.path, artifact.uri, metadata))
+        return found

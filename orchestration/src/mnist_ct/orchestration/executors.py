@@ -54,6 +54,10 @@ OptionCheck = dict[str, str | None]  # step_options.check's result: {"refused": 
 
 class Executor(Protocol):
     description: str
+    # True when the task sees this machine's paths (process mode): the engine then writes host paths
+    # into what only it resolves (the executor input `{{$}}`, `--output-artifact NAME=<path>`); False
+    # when the task sees the container paths of its mounts.
+    sees_host_paths: bool
 
     def run(self, task: ContainerTask, log: Callable[[str], None]) -> int:
         """Run the task to completion, passing each output line to `log`; return its exit code."""
@@ -89,6 +93,8 @@ class ProcessExecutor:
     venv, `<venvs>/<step>/bin/python` (the layout of `nox -s tests`' .nox/packages): each step then
     runs with only what its own pyproject installs, as in its image.
     """
+
+    sees_host_paths = True
 
     def __init__(self, python: str = sys.executable, venvs: Path | None = None) -> None:
         self.python = python

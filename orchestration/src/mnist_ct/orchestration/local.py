@@ -58,13 +58,39 @@ def check_step_options(run: LocalRun, executor: Executor) -> int:
     return len(tasks)
 
 
+# The metadata figures shown for an artifact at the end of a run (run.json keeps all of it).
+SHOWN_METADATA = ("accuracy", "data_version", "image")
+
+
+def _figure(key: str, value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if key == "data_version" and isinstance(value, str):
+        return value[:12]  # a sha256: its first 12 hex digits tell versions apart (run.json has it whole)
+    return text_value(value)
+
+
+def artifact_lines(result: RunResult) -> list[str]:
+    """One line per output artifact of the run: task, name, type, path, a few metadata figures."""
+    lines = []
+    for t in result.tasks:
+        for a in t.artifacts:
+            figures = [f"{k}={_figure(k, a.metadata[k])}" for k in SHOWN_METADATA if a.metadata.get(k) is not None]
+            shown = f" ({', '.join(figures)})" if figures else ""
+            name = f"{t.path.rsplit('/', 1)[-1]}.{a.name}"
+            lines.append(f"  {name:<28} {a.type:<29} {a.path}{shown}")
+    return ["artifacts:", *lines] if lines else []
+
+
 def summary(result: RunResult) -> list[str]:
-    """The lines a person wants after a run: steps and times, accuracy, deploy or not, where the files are."""
+    """The lines a person wants after a run: steps and times, the artifacts, accuracy, deploy or not, where
+    the files are."""
     lines = ["", f"run {result.run_id}:"]
     for t in result.tasks:
         if t.executor:
             detail = f"{t.seconds:7.1f} s" if t.status != "skipped" else f"  ({t.reason})"
             lines.append(f"  {t.status:<9} {t.path:<28} {detail}")
+    lines += artifact_lines(result)
     analysis, deploy = result.task("analysis"), result.task("deploy")
     baseline = result.arguments.get("baseline")
     accuracy = analysis.outputs.get("accuracy") if analysis else None

@@ -9,14 +9,25 @@ through KFP itself is `accuracy`, an output parameter of analysis that the deplo
 Caching is off for every task: a step's real inputs are files on a volume under the run id, which
 KFP's cache key (component spec + input parameter values) does not see. A cache hit would skip the
 step, and its files would be missing from this run's folders.
+
+Typed artifacts (what the KFP UI and its metadata store show): each step that has some declares them
+(`dsl.Output[dsl.Dataset]` ...) and gets `--executor-input {{$}}` (KFP's executor input, whose
+`outputs.outputFile` names where the step writes its ExecutorOutput: the artifacts' metadata) and
+`--output-artifact NAME={{$.outputs.artifacts['NAME'].path}}` per artifact. Every task gets
+`MNIST_CT_IMAGES`, the JSON of every step's image as compiled, so the artifacts' metadata names the images
+that made them (lineage). Retries: `Step.retries`, see STEPS.
 """
 
 # No `from __future__ import annotations`: kfp reads the component signatures' annotations as types.
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from kfp import dsl, kubernetes
+
+from mnist_ct.artifacts import IMAGES_ENV  # the steps' one reader of it is mnist_ct.artifacts.step_images
 
 PIPELINE_NAME = "mnist-ct"
 DESCRIPTION = (
@@ -29,6 +40,12 @@ DEV_MARKER = "NOT RELEASABLE (dev build, images by tag): "
 # preprocess takes `--limit-per-class N` (N >= 1) or nothing; a KFP parameter cannot be absent, so the
 # default is a cap above every class count of every data set (MNIST's largest class has 6,742 images).
 ALL_PER_CLASS = 100_000
+EXECUTOR_INPUT = dsl.PIPELINE_TASK_EXECUTOR_INPUT_PLACEHOLDER  # "{{$}}"
+# Argo (KFP's backend) retries any non-zero exit; maxDuration counts from the first attempt's start and
+# becomes the retried pod's deadline, so it is far above any step's run time (KFP's own default).
+RETRY_BACKOFF = "30s"
+RETRY_BACKOFF_FACTOR = 2.0
+RETRY_BACKOFF_MAX = "3600s"
 
 
 @dataclass(frozen=True)
@@ -53,34 +70,53 @@ class Step:
     memory: tuple[str, str]
     # torch/faiss size their thread pools by the node's cores, not by the pod's CPU limit: pass the limit.
     threads: bool = False
+    # Typed output artifacts (the step interface): name -> the KFP artifact class (its schema title).
+    outputs: tuple[tuple[str, type[dsl.Artifact]], ...] = ()
+    retries: int = 0  # KFP retryPolicy maxRetryCount (0: none); backoff RETRY_BACKOFF * RETRY_BACKOFF_FACTOR^n
 
     @property
     def module(self) -> str:
         return f"mnist_ct.{self.name}"
 
 
+# Retries are for transient faults: a network volume's I/O error, a lost or preempted node, a download.
+# KFP cannot tell those from a deterministic failure (Argo retries any non-zero exit), and every step
+# republishes its artifacts under the run id atomically, so a retry is safe; what it costs on a real
+# failure is the step's time again. So: steps whose failure is a verdict are not retried (validate: the
+# data fails its checks, exit 3; deploy: the champion stays, exit 4, and a retry would redo a change of
+# the live model); preprocess downloads (data sets) besides its volume, so one retry more.
 STEPS: dict[str, Step] = {
     s.name: s
     for s in (
-        Step("preprocess", "Preprocess: collect and split the data set", (DATA,), ("500m", "1"), ("1Gi", "2Gi")),
+        Step(
+            "preprocess", "Preprocess: collect and split the data set", (DATA,), ("500m", "1"), ("1Gi", "2Gi"),
+            outputs=(("dataset", dsl.Dataset),), retries=3,
+        ),
         Step("validate", "Validate: schema and statistics checks", (DATA,), ("500m", "1"), ("1Gi", "2Gi")),
-        # Reads the dataset (data) and writes the model (model).
-        Step("train_model", "Train model: CNN embedding + ArcFace", (DATA, MODEL), ("2", "4"), ("4Gi", "8Gi"), True),
-        Step("embedding", "Embedding: embed train and test splits", (DATA, MODEL), ("1", "2"), ("2Gi", "4Gi"), True),
-        Step("train_faiss", "Train FAISS: build the index", (MODEL,), ("1", "2"), ("2Gi", "4Gi"), True),
+        # Reads the dataset (data) and writes the model (model). One retry: a rerun trains from scratch.
+        Step(
+            "train_model", "Train model: CNN embedding + ArcFace", (DATA, MODEL), ("2", "4"), ("4Gi", "8Gi"), True,
+            outputs=(("model", dsl.Model),), retries=1,
+        ),
+        Step(
+            "embedding", "Embedding: embed train and test splits", (DATA, MODEL), ("1", "2"), ("2Gi", "4Gi"), True,
+            retries=2,
+        ),
+        Step("train_faiss", "Train FAISS: build the index", (MODEL,), ("1", "2"), ("2Gi", "4Gi"), True, retries=2),
         # Reads index + embeddings (model) and the test images (data), to show misclassified digits.
         Step(
-            "analysis",
-            "Analysis: accuracy, confusion matrix, report",
-            (DATA, MODEL),
-            ("500m", "1"),
-            ("1Gi", "2Gi"),
+            "analysis", "Analysis: accuracy, confusion matrix, report", (DATA, MODEL), ("500m", "1"), ("1Gi", "2Gi"),
             True,
+            outputs=(("metrics", dsl.Metrics), ("confusion_matrix", dsl.ClassificationMetrics), ("report", dsl.HTML)),
+            retries=2,
         ),
         # Reads model + index + analysis (model) and writes the archive (deploy-model).
-        Step("deploy", "Deploy: TorchServe model archive", (MODEL, DEPLOY), ("500m", "1"), ("1Gi", "2Gi")),
+        Step(
+            "deploy", "Deploy: TorchServe model archive", (MODEL, DEPLOY), ("500m", "1"), ("1Gi", "2Gi"),
+            outputs=(("model", dsl.Model),),
+        ),
     )
-}
+}  # fmt: skip
 ORDER = tuple(STEPS)
 
 
@@ -88,12 +124,31 @@ def image_tag(repository: str, version: str) -> str:
     return f"{repository}:{version}"
 
 
-def _spec(images: Mapping[str, str], step: str, run_id: object, *options: object) -> dsl.ContainerSpec:
+def output_artifact_arg(name: str) -> str:
+    """The value of `--output-artifact` for artifact `name`, as compiled (kfp renders `.path` so)."""
+    return f"{name}={{{{$.outputs.artifacts['{name}'].path}}}}"
+
+
+def _spec(
+    images: Mapping[str, str],
+    step: str,
+    run_id: object,
+    *options: object,
+    artifacts: Mapping[str, Any] | None = None,  # name -> kfp's output artifact placeholder (has .path)
+) -> dsl.ContainerSpec:
+    artifacts = artifacts or {}
     roots: list[object] = []
     for volume in STEPS[step].volumes:
         roots += [volume.root_option, volume.mount_path]
     if STEPS[step].threads:
         options = (*options, "--threads", str(int(STEPS[step].cpu[1])))
+    designed = [name for name, _ in STEPS[step].outputs]
+    if list(artifacts) != designed:
+        raise ValueError(f"step {step}: the component's output artifacts {list(artifacts)} are not STEPS' {designed}")
+    if artifacts:
+        options = (*options, "--executor-input", EXECUTOR_INPUT)
+        for name, artifact in artifacts.items():
+            options = (*options, "--output-artifact", f"{name}={artifact.path}")
     return dsl.ContainerSpec(
         image=images[step],
         command=["python", "-m", STEPS[step].module],
@@ -104,19 +159,22 @@ def _spec(images: Mapping[str, str], step: str, run_id: object, *options: object
 def components(images: Mapping[str, str]) -> dict[str, Callable[..., dsl.PipelineTask]]:
     """The seven container components, each with its image (`repo@sha256:...`, or a tag in dev builds)."""
 
+    # A component's output artifact is named after its function argument, so preprocess's input for the
+    # data set's name is `dataset_name` (its output artifact is `dataset`; the pipeline parameter `dataset`).
     @dsl.container_component
-    def preprocess(run_id: str, dataset: str, limit_per_class: int, seed: int):
+    def preprocess(run_id: str, dataset_name: str, limit_per_class: int, seed: int, dataset: dsl.Output[dsl.Dataset]):
         return _spec(
-            images, "preprocess", run_id, "--dataset", dataset, "--limit-per-class", limit_per_class, "--seed", seed
-        )
+            images, "preprocess", run_id, "--dataset", dataset_name, "--limit-per-class", limit_per_class,
+            "--seed", seed, artifacts={"dataset": dataset},
+        )  # fmt: skip
 
     @dsl.container_component
     def validate(run_id: str):
         return _spec(images, "validate", run_id)
 
     @dsl.container_component
-    def train_model(run_id: str, epochs: int, seed: int):
-        return _spec(images, "train_model", run_id, "--epochs", epochs, "--seed", seed)
+    def train_model(run_id: str, epochs: int, seed: int, model: dsl.Output[dsl.Model]):
+        return _spec(images, "train_model", run_id, "--epochs", epochs, "--seed", seed, artifacts={"model": model})
 
     @dsl.container_component
     def embedding(run_id: str):
@@ -127,14 +185,24 @@ def components(images: Mapping[str, str]) -> dict[str, Callable[..., dsl.Pipelin
         return _spec(images, "train_faiss", run_id, "--index", index)
 
     @dsl.container_component
-    def analysis(run_id: str, k: int, accuracy: dsl.OutputPath(float)):  # type: ignore[valid-type]  # kfp's form
-        return _spec(images, "analysis", run_id, "--k", k, "--accuracy-out", accuracy)
+    def analysis(
+        run_id: str,
+        k: int,
+        accuracy: dsl.OutputPath(float),  # type: ignore[valid-type]  # kfp's form
+        metrics: dsl.Output[dsl.Metrics],
+        confusion_matrix: dsl.Output[dsl.ClassificationMetrics],
+        report: dsl.Output[dsl.HTML],
+    ):
+        return _spec(
+            images, "analysis", run_id, "--k", k, "--accuracy-out", accuracy,
+            artifacts={"metrics": metrics, "confusion_matrix": confusion_matrix, "report": report},
+        )  # fmt: skip
 
     @dsl.container_component
-    def deploy(run_id: str, model_name: str):
+    def deploy(run_id: str, model_name: str, model: dsl.Output[dsl.Model]):
         # No --force: past the accuracy > baseline gate, deploy's champion/challenger check still
         # refuses a model that scores below the live one (exit 4, one line), so CT never regresses.
-        return _spec(images, "deploy", run_id, "--model-name", model_name)
+        return _spec(images, "deploy", run_id, "--model-name", model_name, artifacts={"model": model})
 
     return {
         "preprocess": preprocess,
@@ -147,14 +215,22 @@ def components(images: Mapping[str, str]) -> dict[str, Callable[..., dsl.Pipelin
     }
 
 
-def _configure(task: dsl.PipelineTask, step: Step) -> dsl.PipelineTask:
+def _configure(task: dsl.PipelineTask, step: Step, images_env: str) -> dsl.PipelineTask:
     task.set_display_name(step.display_name)
     task.set_caching_options(False)
     task.set_cpu_request(step.cpu[0]).set_cpu_limit(step.cpu[1])
     task.set_memory_request(step.memory[0]).set_memory_limit(step.memory[1])
+    task.set_env_variable(IMAGES_ENV, images_env)
+    if step.retries:
+        task.set_retry(step.retries, RETRY_BACKOFF, RETRY_BACKOFF_FACTOR, RETRY_BACKOFF_MAX)
     for volume in step.volumes:
         kubernetes.mount_pvc(task, pvc_name=volume.pvc, mount_path=volume.mount_path)
     return task
+
+
+def images_json(images: Mapping[str, str]) -> str:
+    """The value of IMAGES_ENV (MNIST_CT_IMAGES, every task's): every step's image as compiled, JSON."""
+    return json.dumps({step: images[step] for step in sorted(ORDER)}, sort_keys=True)
 
 
 def build(images: Mapping[str, str], description: str = DESCRIPTION) -> Callable[..., None]:
@@ -163,6 +239,7 @@ def build(images: Mapping[str, str], description: str = DESCRIPTION) -> Callable
     if missing:
         raise ValueError(f"no image for step(s) {', '.join(missing)}")
     ops = components(images)
+    images_env = images_json(images)
 
     @dsl.pipeline(name=PIPELINE_NAME, description=description)
     def mnist_ct(
@@ -178,9 +255,9 @@ def build(images: Mapping[str, str], description: str = DESCRIPTION) -> Callable
         run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
 
         def step(name: str, **inputs: object) -> dsl.PipelineTask:
-            return _configure(ops[name](run_id=run_id, **inputs), STEPS[name])
+            return _configure(ops[name](run_id=run_id, **inputs), STEPS[name], images_env)
 
-        pre = step("preprocess", dataset=dataset, limit_per_class=limit_per_class, seed=seed)
+        pre = step("preprocess", dataset_name=dataset, limit_per_class=limit_per_class, seed=seed)
         val = step("validate").after(pre)
         model = step("train_model", epochs=epochs, seed=seed).after(val)
         emb = step("embedding").after(model)

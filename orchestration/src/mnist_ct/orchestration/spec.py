@@ -6,7 +6,8 @@ refused; `deploymentSpec` and each platform executor are `Struct`s inside those 
 parsed again into `PipelineDeploymentConfig` and `KubernetesExecutorConfig`. Protobuf parsing does not
 check that names resolve or that conditions are valid CEL, so `load` checks those too: component and
 executor references, task dependencies (and that they form no cycle), parameter references, the
-placeholders in container arguments, and every `triggerPolicy.condition` (see `cel.py`).
+placeholders in container arguments (parameters, output artifacts' `.path`/`.uri`, the executor input
+`{{$}}`; input artifacts are not supported), and every `triggerPolicy.condition` (see `cel.py`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from mnist_ct.orchestration.errors import OrchestrationError
 PLACEHOLDER = re.compile(r"\{\{\$[^}]*\}\}")
 INPUT_PARAMETER = re.compile(r"^\{\{\$\.inputs\.parameters\['([^']+)'\]\}\}$")
 OUTPUT_PARAMETER_FILE = re.compile(r"^\{\{\$\.outputs\.parameters\['([^']+)'\]\.output_file\}\}$")
+OUTPUT_ARTIFACT = re.compile(r"^\{\{\$\.outputs\.artifacts\['([^']+)'\]\.(path|uri)\}\}$")
+EXECUTOR_INPUT = "{{$}}"  # the whole executor input, as JSON (KFP's launcher replaces it first)
 # Run-level placeholders the KFP backend resolves (and so does the local runner).
 RUNTIME_PLACEHOLDERS = (
     "{{$.pipeline_job_uuid}}",
@@ -162,13 +165,23 @@ def _outputs(component: dict[str, Any]) -> set[str]:
     return set(component.get("outputDefinitions", {}).get("parameters", {}))
 
 
+def output_artifacts(component: dict[str, Any]) -> dict[str, str]:
+    """A component's output artifacts: name -> schema title."""
+    found = component.get("outputDefinitions", {}).get("artifacts", {})
+    return {name: a.get("artifactType", {}).get("schemaTitle", "") for name, a in found.items()}
+
+
 def _inputs(component: dict[str, Any]) -> set[str]:
     return set(component.get("inputDefinitions", {}).get("parameters", {}))
 
 
-def _check_placeholders(text: str, where: str, problems: list[str], inputs: set[str], outputs: set[str]) -> None:
+def _check_placeholders(
+    text: str, where: str, problems: list[str], inputs: set[str], outputs: set[str], artifacts: set[str] | None = None
+) -> None:
+    """`artifacts`: the output artifacts of a container's component (None: not a container's command line,
+    where neither they nor the executor input `{{$}}` exist)."""
     for placeholder in PLACEHOLDER.findall(text):
-        if placeholder in RUNTIME_PLACEHOLDERS:
+        if placeholder in RUNTIME_PLACEHOLDERS or (placeholder == EXECUTOR_INPUT and artifacts is not None):
             continue
         if m := INPUT_PARAMETER.match(placeholder):
             if m.group(1) not in inputs:
@@ -176,6 +189,9 @@ def _check_placeholders(text: str, where: str, problems: list[str], inputs: set[
         elif m := OUTPUT_PARAMETER_FILE.match(placeholder):
             if m.group(1) not in outputs:
                 problems.append(f"{where}: {placeholder} names no output parameter of its component")
+        elif (m := OUTPUT_ARTIFACT.match(placeholder)) and artifacts is not None:
+            if m.group(1) not in artifacts:
+                problems.append(f"{where}: {placeholder} names no output artifact of its component")
         else:
             problems.append(f"{where}: unsupported placeholder {placeholder}")
     if text.lstrip().startswith('{"'):
@@ -203,7 +219,10 @@ def references(p: CompiledPipeline) -> list[str]:
             for part in ("command", "args"):
                 for i, item in enumerate(container.get(part, [])):
                     where = f"executor {label} {part}[{i}]"
-                    _check_placeholders(item, where, problems, _inputs(component), _outputs(component))
+                    artifacts = set(output_artifacts(component))
+                    _check_placeholders(item, where, problems, _inputs(component), _outputs(component), artifacts)
+            if component.get("inputDefinitions", {}).get("artifacts"):
+                problems.append(f"component {cname}: input artifacts are not supported")
 
     for label in executors:
         if label not in used_executors:
@@ -252,6 +271,8 @@ def references(p: CompiledPipeline) -> list[str]:
                         _check_placeholders(constant, f"{where} input {pname}", problems, set(), set())
                 else:
                     problems.append(f"{where}: input {pname}: unsupported source {sorted(source)}")
+            if task.get("inputs", {}).get("artifacts"):
+                problems.append(f"{where}: input artifacts are not supported")
             if "iterator" in task or "parameterIterator" in task or "artifactIterator" in task:
                 problems.append(f"{where}: loops (dsl.ParallelFor) are not supported")
             condition = task.get("triggerPolicy", {}).get("condition")

@@ -1,19 +1,21 @@
 """The work dir of `run-local`, checked before anything is created in it.
 
     WORKDIR/data, WORKDIR/model, WORKDIR/deploy-model    the three volumes (data-pvc, train-model-pvc, deploy-model-pvc)
-    WORKDIR/kfp/<run id>/                                 pipeline.yaml, run.json, outputs/ (output parameter files)
+    WORKDIR/kfp/<run id>/                                 pipeline.yaml, run.json, outputs/ (output parameter files,
+                                                          ExecutorOutputs), artifacts/ (output artifacts)
 
 Refused: a work dir that is a file (exit 2); one inside a run folder of a volume (`.../data/runs/<id>/...`)
 or inside another work dir's volume or kfp folder (exit 2): the steps of this run would write into that
 run's artifacts; a volume or kfp folder that is a symlink leading out of the work dir (exit 3): nothing a
-run writes follows a link out of its volume.
+run writes follows a link out of its volume; a work dir on a read-only file system, or not writable by
+you (exit 5).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from mnist_ct.artifacts import UsageError, atomic_write_bytes, confined
+from mnist_ct.artifacts import UsageError, atomic_write_bytes, check_writable, confined
 from mnist_ct.orchestration.pipeline import VOLUMES
 
 STATE = "kfp"  # WORKDIR/kfp/<run id>: what the runner keeps of a run
@@ -58,6 +60,9 @@ def check_workdir(workdir: Path, run_id: str) -> Path:
         )
     for parts in [(folder,) for folder in VOLUME_FOLDERS] + [(STATE,), (STATE, run_id)]:
         confined(real, *parts)  # ArtifactError: a symlink leading out of the work dir
+    # A read-only work dir is the environment's problem (exit 5, naming it), found here, before the steps'
+    # option checks would each refuse the output files under it.
+    check_writable(real / STATE / run_id)
     return real
 
 
