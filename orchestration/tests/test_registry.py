@@ -4,6 +4,7 @@ and, for the token and Basic challenges it does not make, a small http.server th
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import socket
 import threading
@@ -168,8 +169,11 @@ class AuthRegistry(BaseHTTPRequestHandler):
             else:
                 challenge = 'Basic realm="test-registry"'
             self.send_header("WWW-Authenticate", challenge)
+        elif self.path.rsplit("/", 1)[-1] in self.present:
+            self.send_response(200)
+            self.send_header("Docker-Content-Digest", self.path.rsplit("/", 1)[-1])  # as ghcr.io answers
         else:
-            self.send_response(200 if self.path.rsplit("/", 1)[-1] in self.present else 404)
+            self.send_response(404)
         self.send_header("Content-Length", "0")
         self.end_headers()
 
@@ -242,3 +246,112 @@ def test_a_basic_challenge_is_answered_with_the_credentials(auth_registry, tmp_p
         RegistryError, match=f"needs credentials for mnist-ct/private: log in .*{auth_registry.address}"
     ):
         registry.exists(ref, no_auth_files(tmp_path))
+
+
+# --- hosts that are not registries, redirects ---------------------------------------------------------------
+
+
+@pytest.fixture
+def serve() -> Iterator:
+    """serve(handler class) -> "127.0.0.1:PORT" of an http.server answering with it (stopped after the test)."""
+    servers: list[ThreadingHTTPServer] = []
+
+    def start(handler: type[BaseHTTPRequestHandler]) -> str:
+        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"127.0.0.1:{server.server_port}"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+class AnyPath200(BaseHTTPRequestHandler):
+    """A web server (a wrong --registry, a proxy's login page): 200 and HTML for every path."""
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_HEAD(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+def test_a_web_server_answering_200_to_every_path_is_not_a_registry(serve, tmp_path):
+    address = serve(AnyPath200)
+    with pytest.raises(RegistryError, match=f"^{address} answered HTTP 200 .*not a registry v2 answer") as caught:
+        registry.missing([f"{address}/mnist-ct/x@{fake_digest('x')}"], no_auth_files(tmp_path))
+    assert not caught.value.unreachable
+
+
+def test_a_200_for_another_digest_is_not_present(serve, tmp_path):
+    class OtherDigest(AnyPath200):
+        def do_HEAD(self) -> None:
+            self.send_response(200)
+            self.send_header("Docker-Content-Digest", fake_digest("something else"))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    address = serve(OtherDigest)
+    with pytest.raises(RegistryError, match="with another digest"):
+        registry.exists(f"{address}/mnist-ct/x@{fake_digest('x')}", no_auth_files(tmp_path))
+
+
+def test_a_host_that_does_not_speak_http_is_one_error_line(tmp_path):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+
+    def answer_garbage() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = listener.accept()
+                with conn:
+                    conn.recv(65536)
+                    conn.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
+
+    threading.Thread(target=answer_garbage, daemon=True).start()
+    address = f"127.0.0.1:{listener.getsockname()[1]}"
+    try:
+        with pytest.raises(RegistryError, match=f"^{address} did not answer in HTTP .*BadStatusLine.*is it a registry"):
+            registry.exists(f"{address}/mnist-ct/x@{fake_digest('x')}", no_auth_files(tmp_path), timeout=2)
+    finally:
+        listener.close()
+
+
+def test_credentials_never_follow_a_redirect_to_another_host(auth_registry, serve, tmp_path):
+    seen: list[str | None] = []
+
+    class Elsewhere(AnyPath200):
+        def do_HEAD(self) -> None:
+            seen.append(self.headers.get("Authorization"))
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_HEAD
+
+    elsewhere = serve(Elsewhere)
+
+    class Redirecting(auth_registry):  # type: ignore[misc,valid-type]
+        scheme = "basic"
+
+        def do_HEAD(self) -> None:
+            if self.headers.get("Authorization") is None:
+                super().do_HEAD()  # the Basic challenge
+                return
+            self.send_response(307)
+            self.send_header("Location", f"http://{elsewhere}{self.path}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    address = serve(Redirecting)
+    env = with_auth_file(tmp_path, address)
+    with contextlib.suppress(RegistryError):
+        registry.exists(f"{address}/mnist-ct/private@{fake_digest('private')}", env)
+    assert seen, "the redirect was not followed: the test proves nothing"
+    assert seen == [None] * len(seen)

@@ -7,6 +7,8 @@ fake images (conftest.push_image): the check runs before any request reaches KFP
 from __future__ import annotations
 
 import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from conftest import REGISTRY_PREFIX, fake_digest, lock_with, push_image, push_lock_images
@@ -91,4 +93,35 @@ def test_an_unreachable_registry_is_exit_4_before_any_request_to_kfp(api, pinned
     assert release(api, pinned_lock_file, "--registry", f"127.0.0.1:{port}/mnist-ct") == 4
     line = one_line(capsys)
     assert f"image check: cannot reach the registry 127.0.0.1:{port}" in line and "--skip-image-check" in line
+    assert api.state.requests == []
+
+
+def test_a_registry_that_is_a_web_server_is_exit_4_not_every_image_present(api, pinned_lock_file, capsys):
+
+    class AnyPath200(BaseHTTPRequestHandler):  # a web UI or a proxy's login page: 200 for every path
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_HEAD(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), AnyPath200)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert release(api, pinned_lock_file, "--registry", f"127.0.0.1:{server.server_port}/mnist-ct") == 4
+    finally:
+        server.shutdown()
+        server.server_close()
+    line = one_line(capsys)
+    assert "not a registry v2 answer" in line and "--skip-image-check" in line
+    assert api.state.requests == []
+
+
+@pytest.mark.parametrize("prefix", ["http://127.0.0.1:5000/mnist-ct", "127.0.0.1:5000/Mnist CT"])
+def test_a_registry_option_that_is_not_a_prefix_is_bad_usage_before_any_request(api, pinned_lock_file, prefix, capsys):
+    assert release(api, pinned_lock_file, "--registry", prefix) == 2
+    line = one_line(capsys)
+    assert f"--registry / MNIST_CT_REGISTRY {prefix!r} is not a registry prefix" in line
     assert api.state.requests == []

@@ -8,11 +8,13 @@ nothing built when the registry cannot answer.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import shutil
 import socket
+import threading
 import time
 import urllib.request
 
@@ -158,3 +160,28 @@ def test_the_cli_exits_1_with_one_line_when_the_registry_cannot_answer(pinned, m
     assert delivery.main(["build-changed", "--push", "--registry", f"127.0.0.1:{port}/mnist-ct"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: registry check: cannot reach the registry")
+
+
+def test_a_host_that_does_not_speak_http_is_one_error_and_nothing_is_built(pinned):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+
+    def answer_garbage() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = listener.accept()
+                with conn:
+                    conn.recv(65536)
+                    conn.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")  # an ssh port given as --registry
+
+    threading.Thread(target=answer_garbage, daemon=True).start()
+    lock_before = pinned.lock_path.read_text()
+    try:
+        with pytest.raises(delivery.DeliveryError) as caught:
+            build_changed(pinned, f"127.0.0.1:{listener.getsockname()[1]}", push=True)
+    finally:
+        listener.close()
+    message = str(caught.value)
+    assert len(message.splitlines()) == 1 and "did not answer in HTTP" in message and "nothing built" in message
+    assert pinned.lock_path.read_text() == lock_before

@@ -191,6 +191,17 @@ def test_bad_input_one_file_for_two_outputs_or_one_artifact_twice_is_refused(pat
     assert not paths.dataset.exists()
 
 
+def test_bad_input_one_file_spelt_two_ways_for_two_outputs_is_refused(paths, tmp_path, capsys):
+    out = tmp_path / "out.json"
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "linked").symlink_to(tmp_path, target_is_directory=True)
+    for spelt in (tmp_path / "sub" / ".." / "out.json", tmp_path / "linked" / "out.json"):
+        given = ["--output-artifact", f"table={spelt}", "--executor-input", executor_input(out, DECLARED)]
+        assert main(args(paths, *given)) == 2
+        assert "are both" in error_line(capsys)
+    assert not paths.dataset.exists() and not out.exists()
+
+
 def test_bad_input_malformed_images_variable_stops_the_step_before_any_work(paths, capsys, monkeypatch):
     monkeypatch.setenv(IMAGES_ENV, '{"demo": 1}')
 

@@ -3,6 +3,11 @@
     HEAD /v2/<name>/manifests/<digest>   (Accept: OCI and Docker manifests and indexes)
     200: present; 404 (MANIFEST_UNKNOWN, NAME_UNKNOWN): absent; anything else: RegistryError (one line)
 
+A 200 counts only as a registry's: with `Docker-Content-Digest` equal to the digest asked for, or (without
+that header) `Docker-Distribution-API-Version: registry/2.0`. A web server that answers 200 to any path (a
+wrong --registry, a proxy's login page) is a RegistryError, not "every image is there". An answer that is not
+HTTP at all is a RegistryError too.
+
 Standard library only, like lock.py: the delivery tooling (tools/delivery.py) loads this file by path, and
 `mnist-ct release` imports it. Both ask the same question: release before uploading a pipeline whose images
 must exist, build-changed before deciding that an unchanged step needs no build.
@@ -17,13 +22,14 @@ must exist, build-changed before deciding that an unchanged step needs no build.
   ${XDG_CONFIG_HOME:-~/.config}/containers/auth.json, ~/.docker/config.json; each `auths.<key>.auth`
   (base64 `user:password`), the key being the host or a `host/namespace` prefix of the repository.
   Credential helpers (`credHelpers`, `credsStore`) are not consulted. Credentials and tokens are never
-  part of a message.
+  part of a message, and never follow a redirect (urllib would send them on to whatever host it names).
 - Every request has a timeout of a few seconds.
 """
 
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import os
 import re
@@ -179,6 +185,9 @@ class Client:
         except (urllib.error.URLError, OSError, ValueError) as e:
             reason = getattr(e, "reason", None) or e.__class__.__name__
             raise RegistryError(f"cannot reach the registry {host} ({what}: {reason})", unreachable=True) from None
+        except http.client.HTTPException as e:  # BadStatusLine and kin: something answered, not in HTTP
+            detail = f"{e.__class__.__name__}: {str(e).strip()[:60]!r}" if str(e).strip() else e.__class__.__name__
+            raise RegistryError(f"{host} did not answer in HTTP ({what}: {detail}): is it a registry?") from None
 
     def _token(self, host: str, name: str, params: dict[str, str]) -> str:
         realm = params.get("realm")
@@ -189,7 +198,7 @@ class Client:
         request = urllib.request.Request(f"{realm}?{urllib.parse.urlencode(query)}")
         creds = credentials(host, name, self.env)
         if creds:
-            request.add_header("Authorization", _basic(creds))
+            request.add_unredirected_header("Authorization", _basic(creds))
         realm_host = urllib.parse.urlsplit(realm).netloc
         try:
             with self._open(realm_host, request, "token") as response:
@@ -208,9 +217,11 @@ class Client:
         request = urllib.request.Request(f"{base_url(host)}/v2/{name}/manifests/{digest}", method="HEAD")
         request.add_header("Accept", ", ".join(MANIFEST_TYPES))
         if authorization:
-            request.add_header("Authorization", authorization)
+            request.add_unredirected_header("Authorization", authorization)
         try:
             with self._open(host, request, f"HEAD {name}@{digest[:19]}...") as response:
+                if response.status == 200:
+                    _check_registry_answer(host, name, digest, response.headers)
                 return response.status
         except urllib.error.HTTPError as e:
             e.close()  # the status and headers are read; the connection is not needed
@@ -250,6 +261,20 @@ class Client:
                 f"(buildah/podman/docker login {host})"
             )
         raise RegistryError(f"{host} answered HTTP {answer.code} {answer.reason} for {name}@{digest[:19]}...")
+
+
+def _check_registry_answer(host: str, name: str, digest: str, headers: http.client.HTTPMessage) -> None:
+    """A 200 to a manifest HEAD: refused (RegistryError) unless a registry v2 gave it for this digest."""
+    found = headers.get("Docker-Content-Digest")
+    if found is not None and found.strip() != digest:
+        raise RegistryError(
+            f"{host} answered for {name}@{digest[:19]}... with another digest ({found.strip()[:19]}...)"
+        )
+    if found is None and not (headers.get("Docker-Distribution-API-Version") or "").startswith("registry/2"):
+        raise RegistryError(
+            f"{host} answered HTTP 200 for {name}@{digest[:19]}... without Docker-Content-Digest or "
+            "Docker-Distribution-API-Version: not a registry v2 answer (is it a registry?)"
+        )
 
 
 def exists(reference: str, env: Mapping[str, str] = os.environ, timeout: float = TIMEOUT_S) -> bool:

@@ -35,6 +35,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from mnist_ct.artifacts import UsageError
 from mnist_ct.orchestration import registry as registries
 from mnist_ct.orchestration import spec
 from mnist_ct.orchestration.checks import release_blockers
@@ -88,7 +89,18 @@ def check_reachable(host: str, timeout: float = REACH_TIMEOUT_S) -> None:
 def pinned_images(lock: Lock, registry: str | None = None) -> list[str]:
     """Every `repo@sha256:...` the lock pins, by package name; under `registry` (same names) when given."""
     refs = [lock.image_ref(name) for name, entry in sorted(lock.packages.items()) if entry.image is not None]
-    return [registries.under(ref, registry) for ref in refs] if registry else refs
+    if not registry:
+        return refs
+    moved = [registries.under(ref, registry) for ref in refs]
+    for ref in moved:
+        try:
+            registries.split_reference(ref)
+        except ValueError:  # bad usage (exit 2), before any registry is asked: not "unreachable"
+            raise UsageError(
+                f"--registry / MNIST_CT_REGISTRY {registry!r} is not a registry prefix: give host[:port]/namespace "
+                "without a scheme, e.g. 127.0.0.1:5000/mnist-ct"
+            ) from None
+    return moved
 
 
 def check_images(lock: Lock, registry: str | None = None, out: Callable[[str], None] = print) -> None:

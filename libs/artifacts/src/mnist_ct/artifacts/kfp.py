@@ -100,10 +100,14 @@ def check_writable(path: Path) -> None:
 
 
 def check_distinct(files: Mapping[str, Path]) -> None:
-    """Output files by the option that names them: two options naming one file is a UsageError."""
+    """Output files by the option that names them: two options naming one file is a UsageError.
+
+    One file: the same entry of the same folder, however spelt (`a/../x`, a symlinked folder); each file is
+    moved into place by its own rename, so the second would silently replace the first.
+    """
     seen: dict[Path, str] = {}
     for option, path in files.items():
-        where = Path(path).absolute()
+        where = Path(path).absolute().parent.resolve() / Path(path).name
         if where in seen:
             raise UsageError(f"{option} and {seen[where]} are both {path}; give each output its own file")
         seen[where] = option
