@@ -125,3 +125,27 @@ def test_a_registry_option_that_is_not_a_prefix_is_bad_usage_before_any_request(
     line = one_line(capsys)
     assert f"--registry / MNIST_CT_REGISTRY {prefix!r} is not a registry prefix" in line
     assert api.state.requests == []
+
+
+def test_compile_check_images_refuses_a_missing_image_before_writing_the_pipeline(
+    api, tmp_path, image_registry, capsys
+):
+    """The release job runs `compile --check-images` before the GitHub release: no release of unpullable images."""
+    lock_file = tmp_path / "lock.json"
+    write_lock(lock_with({**{s: fake_digest(s) for s in ORDER}, "validate": fake_digest("never pushed")}), lock_file)
+    for step in [s for s in ORDER if s != "validate"]:
+        push_image(image_registry, f"{REGISTRY_PREFIX}/mnist-ct-{step.replace('_', '-')}", step)
+    out = tmp_path / "pipeline.yaml"
+    assert main(["compile", "-o", str(out), "--lock", str(lock_file), "--check-images"]) == 3
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mnist-ct compile: error: 1 of 7 pinned images are not in"), lines
+    assert "mnist-ct-validate@" in lines[0] and not out.exists()
+    push_image(image_registry, f"{REGISTRY_PREFIX}/mnist-ct-validate", "never pushed")
+    assert main(["compile", "-o", str(out), "--lock", str(lock_file), "--check-images"]) == 0
+    assert out.is_file() and "all 7 pinned images are in" in capsys.readouterr().out
+
+
+def test_compile_without_check_images_asks_no_registry(tmp_path, pinned_lock_file, monkeypatch, capsys):
+    monkeypatch.setenv("MNIST_CT_REGISTRY", "127.0.0.1:1/nothing-listens")
+    assert main(["compile", "-o", str(tmp_path / "p.yaml"), "--lock", str(pinned_lock_file)]) == 0
+    assert "pinned images" not in capsys.readouterr().out

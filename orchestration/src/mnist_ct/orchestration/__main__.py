@@ -38,6 +38,17 @@ def _add_lock(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_registry(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--registry",
+        default=os.environ.get("MNIST_CT_REGISTRY") or None,
+        metavar="R",
+        help="look the pinned images up under this registry prefix, the same repository names and digests (where "
+        "build-changed --registry R pushed them, e.g. 127.0.0.1:5000/mnist-ct); default: $MNIST_CT_REGISTRY, "
+        "else the lock's image repositories",
+    )
+
+
 def _add_params(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-p",
@@ -71,6 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="accept steps without a digest (image <repo>:<version>), for local runs; the output is marked not "
         "releasable and release refuses it",
     )
+    c.add_argument(
+        "--check-images",
+        action="store_true",
+        help="also check that every pinned image is in its registry by digest (the one network call compile can "
+        "make; release does this itself): missing images exit 3, naming them",
+    )
+    _add_registry(c)
     _add_lock(c)
 
     r = sub.add_parser(
@@ -95,14 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--package", type=Path, help="release this compiled YAML instead of compiling (checked against the lock)"
     )
-    r.add_argument(
-        "--registry",
-        default=os.environ.get("MNIST_CT_REGISTRY") or None,
-        metavar="R",
-        help="look the pinned images up under this registry prefix, the same repository names and digests (where "
-        "build-changed --registry R pushed them, e.g. 127.0.0.1:5000/mnist-ct); default: $MNIST_CT_REGISTRY, "
-        "else the lock's image repositories",
-    )
+    _add_registry(r)
     r.add_argument(
         "--skip-image-check",
         action="store_true",
@@ -166,7 +177,14 @@ def parameters(pairs: list[tuple[str, str]], **options: str | None) -> dict[str,
 def _compile(args: argparse.Namespace) -> int:
     from mnist_ct.orchestration.compiling import compile_pipeline, load_lock
 
-    compiled = compile_pipeline(load_lock(args.lock), args.output, dev=args.dev)
+    if args.check_images and args.dev:
+        raise UsageError("--check-images checks the digests of a strict build: drop --dev or --check-images")
+    lock = load_lock(args.lock)
+    if args.check_images:  # before the output is written: a file there means its images can be pulled
+        from mnist_ct.orchestration.release import check_images
+
+        check_images(lock, args.registry)
+    compiled = compile_pipeline(lock, args.output, dev=args.dev)
     kind = "dev build (not releasable)" if args.dev else "every image pinned by digest"
     print(f"{args.output}: {len(compiled.executors)} steps, {kind}; strict check passed")
     return 0
