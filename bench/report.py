@@ -150,6 +150,13 @@ def testcmd_section(r: dict[str, Any]) -> str:
     return text + (
         "\n\nA fresh clone, empty caches (HOME is an empty folder: uv, pip and mypy start cold), apt packages "
         "already installed; nox rounds session times to whole minutes above 60 s."
+        + (
+            " issue-12 also started with no container images (buildah storage emptied, as on a fresh CI machine)"
+            " and its tooling session includes the workflow rehearsal (tools/tests/test_workflows.py), whose main"
+            " job builds and pushes all seven step images into an empty registry."
+            if "issue-12" in r
+            else ""
+        )
     )
 
 

@@ -29,10 +29,11 @@ RESULTS = ROOT / "bench" / "results" / "testcmd.json"
 def sessions(log: str) -> dict[str, float]:
     """Seconds per nox session from nox's 'Session X was successful in N seconds/minutes' lines."""
     found = {}
+    # nox writes "in 36 seconds", "in 2 minutes", and "in a second" / "in a minute" for one.
     for name, amount, unit in re.findall(
-        r"Session (\S+) (?:was successful|failed|aborted)[^\n]* in (\d+) (second|minute)", log
+        r"Session (\S+) (?:was successful|failed|aborted)[^\n]* in (\d+|an?) (second|minute)", log
     ):
-        found[name] = float(amount) * (60 if unit == "minute" else 1)
+        found[name] = (1.0 if amount in ("a", "an") else float(amount)) * (60 if unit == "minute" else 1)
     return found
 
 
