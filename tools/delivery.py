@@ -178,7 +178,8 @@ def add_missing_images(root: Path, todo: BuildPlan, lock, push_registry: str, on
             unpinned.append(name)
             todo.reasons[name] = "not pinned: the lock has no digest for it"
         else:
-            refs[name] = f"{push_registry.rstrip('/')}/{package.dist}@{entry.digest}"
+            # The same name under the push registry, spelt as release looks it up.
+            refs[name] = regmod.under(f"{entry.image or package.dist}@{entry.digest}", push_registry)
     try:
         absent = set(regmod.missing(refs.values()))
     except regmod.RegistryError as e:

@@ -44,21 +44,23 @@ class Build:
     report: dict | None
 
 
-@pytest.fixture(scope="module")
-def local_registry(tmp_path_factory):
-    reg = registry.start(tmp_path_factory.mktemp("registry"))
+def _registry(tmp_path_factory, name: str):
+    """A docker-registry of its own, stopped and its images removed from buildah's storage afterwards."""
+    reg = registry.start(tmp_path_factory.mktemp(name))
     yield reg
     reg.stop()
     oci.remove_images_under("buildah", reg.address + "/")
+
+
+@pytest.fixture(scope="module")
+def local_registry(tmp_path_factory):
+    yield from _registry(tmp_path_factory, "registry")
 
 
 @pytest.fixture(scope="module")
 def empty_registry(tmp_path_factory):
     """A second registry, empty: a fresh machine's, or the project's before anything was pushed to it."""
-    reg = registry.start(tmp_path_factory.mktemp("empty-registry"))
-    yield reg
-    reg.stop()
-    oci.remove_images_under("buildah", reg.address + "/")
+    yield from _registry(tmp_path_factory, "empty-registry")
 
 
 @pytest.fixture(scope="module")
