@@ -1,5 +1,6 @@
 """mnist_ct.artifacts: the one implementation of the on-disk contract between pipeline steps."""
 
+from .champion import DEFAULT_MODEL_NAME, Champion, check_model_name, find_champion, read_deployed
 from .cli import (
     MAX_SEED,
     MAX_THREADS,
@@ -45,6 +46,7 @@ from .errors import (
 )
 from .kfp import (
     IMAGES_ENV,
+    VERSIONS_ENV,
     ArtifactWriter,
     KfpOutputs,
     add_kfp_arguments,
@@ -53,6 +55,7 @@ from .kfp import (
     check_writable,
     file_uri,
     step_images,
+    step_versions,
 )
 from .manifest import (
     MANIFEST,
@@ -75,6 +78,8 @@ from .torchscript import is_torchscript_archive, require_torchscript
 
 __all__ = [
     "ArtifactError",
+    "Champion",
+    "DEFAULT_MODEL_NAME",
     "ArtifactWriter",
     "DATASET_KIND",
     "EMBEDDINGS_KIND",
@@ -103,6 +108,7 @@ __all__ = [
     "Staging",
     "Terminated",
     "UsageError",
+    "VERSIONS_ENV",
     "add_kfp_arguments",
     "add_run_arguments",
     "add_threads_argument",
@@ -113,6 +119,7 @@ __all__ = [
     "check_embeddings",
     "check_distinct",
     "check_low_high",
+    "check_model_name",
     "check_output_file",
     "check_root",
     "check_run_id",
@@ -124,6 +131,7 @@ __all__ = [
     "describe_os_error",
     "error_boundary",
     "file_uri",
+    "find_champion",
     "fsync_dir",
     "os_errors_named",
     "is_torchscript_archive",
@@ -134,6 +142,7 @@ __all__ = [
     "parse_args",
     "publish",
     "read_dataset",
+    "read_deployed",
     "read_embeddings",
     "read_manifest",
     "read_split",
@@ -143,6 +152,7 @@ __all__ = [
     "seed_value",
     "sha256_file",
     "step_images",
+    "step_versions",
     "step_main",
     "thread_count",
     "verify_file",

@@ -22,6 +22,7 @@ only when the block ends without error: a failing step leaves no output file and
 
 `MNIST_CT_IMAGES` (IMAGES_ENV): JSON `{"<step>": "<image ref>", ...}`, set on every task by the compiled
 pipeline from its image lock; `step_images()` is the one reader. Absent (a step run by hand): `{}`.
+`MNIST_CT_STEP_VERSIONS` (VERSIONS_ENV): `{"<step>": "<version>", ...}` likewise, read by `step_versions()`.
 """
 
 from __future__ import annotations
@@ -41,34 +42,49 @@ from .errors import UsageError
 from .manifest import Producer, fsync_dir, os_errors_named
 
 IMAGES_ENV = "MNIST_CT_IMAGES"
+VERSIONS_ENV = "MNIST_CT_STEP_VERSIONS"
 EXECUTOR_INPUT_OPTION = "--executor-input"
 OUTPUT_ARTIFACT_OPTION = "--output-artifact"
 COMMON_METADATA = ("step", "step_version", "image", "run_id")  # set on every artifact by `writing`
 _PLACEHOLDER = "pass KFP's executor input placeholder {{$}}"
 
 
-def step_images(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Every step's image reference from MNIST_CT_IMAGES: {} when it is absent or empty (a step run by hand).
+def _steps_env(name: str, what: str, kind: str, environ: Mapping[str, str] | None) -> dict[str, str]:
+    """{"<step>": "<value>"} from environment variable `name`: {} when absent or empty (a step run by hand).
 
     Malformed (not JSON, not an object of non-empty strings without spaces): UsageError naming the variable.
     """
-    text = (os.environ if environ is None else environ).get(IMAGES_ENV, "")
+    text = (os.environ if environ is None else environ).get(name, "")
     if not text.strip():
         return {}
-    fix = 'set it to {"<step>": "<image ref>", ...} as the compiled pipeline does, or unset it'
+    fix = f'set it to {{"<step>": "<{what}>", ...}} as the compiled pipeline does, or unset it'
     try:
         doc = json.loads(text)
     except (ValueError, RecursionError) as e:
         reason = str(e) if isinstance(e, ValueError) else "nested too deeply"
-        raise UsageError(f"environment variable {IMAGES_ENV} is not JSON ({reason}); {fix}") from None
+        raise UsageError(f"environment variable {name} is not JSON ({reason}); {fix}") from None
     if not isinstance(doc, dict):
-        raise UsageError(f"environment variable {IMAGES_ENV} must be a JSON object, got {type(doc).__name__}; {fix}")
-    for step, image in doc.items():
-        if not step or not isinstance(image, str) or not image or any(c.isspace() for c in image):
-            raise UsageError(
-                f"environment variable {IMAGES_ENV}: step {step!r} has image {image!r}, not an image reference; {fix}"
-            )
+        raise UsageError(f"environment variable {name} must be a JSON object, got {type(doc).__name__}; {fix}")
+    for step, value in doc.items():
+        printable = isinstance(value, str) and value.isprintable() and not any(c.isspace() for c in value)
+        if not step or not value or not printable:
+            raise UsageError(f"environment variable {name}: step {step!r} has {what} {value!r}, not {kind}; {fix}")
     return doc
+
+
+def step_images(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Every step's image reference from MNIST_CT_IMAGES ({} when unset: a step run by hand)."""
+    return _steps_env(IMAGES_ENV, "image", "an image reference", environ)
+
+
+def step_versions(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Every step's package version from MNIST_CT_STEP_VERSIONS ({} when unset: a step run by hand).
+
+    The compiled pipeline sets it on every task from the image lock, so a step can tell whether the code
+    that made the champion is the code of this run (preprocess's skip-if-unchanged) and the deployed model
+    records which versions made it.
+    """
+    return _steps_env(VERSIONS_ENV, "version", "a version", environ)
 
 
 def file_uri(path: Path) -> str:

@@ -6,7 +6,6 @@ import errno
 import hashlib
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from mnist_ct.artifacts import ArtifactError, UsageError
+from mnist_ct.artifacts import ArtifactError, check_model_name  # noqa: F401  (check_model_name: re-exported)
 
 MAR_MANIFEST = "MAR-INF/MANIFEST.json"
 SETTINGS_FILE = "deployment.json"  # the deployment's metadata and the handler's settings, inside the .mar
@@ -29,6 +28,8 @@ REQUIREMENTS_FILE = "requirements.txt"
 # The one k-NN vote (mnist_ct.artifacts.knn imports only numpy), copied in so the archive stays
 # self-contained: TorchServe puts the unpacked archive on the worker's sys.path, the handler imports it.
 KNN_FILE = "mnist_ct_knn.py"
+# The one image decoding (mnist_ct.artifacts.digits: numpy and Pillow), copied in for the same reason.
+DIGITS_FILE = "mnist_ct_digits.py"
 # What the handler needs beyond a TorchServe image (which has torch, numpy, Pillow): KServe's
 # TorchServe runtime installs it when the model loads (install_py_dep_per_model=true).
 HANDLER_REQUIREMENTS = "faiss-cpu>=1.15\n"
@@ -36,18 +37,6 @@ HANDLER_REQUIREMENTS = "faiss-cpu>=1.15\n"
 ARCHIVE_FILES = frozenset(
     {MAR_MANIFEST, MODEL_FILE, HANDLER_FILE, INDEX_FILE, LABELS_FILE, SETTINGS_FILE, REQUIREMENTS_FILE}
 )
-# A TorchServe model name becomes <name>.mar, /predictions/<name> and a folder name: torch-model-archiver
-# also allows '.', but TorchServe turns every non-word character of a name it derives into '_'.
-MODEL_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
-
-
-def check_model_name(name: str) -> str:
-    """`name` if it is a safe TorchServe model name, else UsageError."""
-    if not isinstance(name, str) or not MODEL_NAME_PATTERN.fullmatch(name):
-        raise UsageError(
-            f"invalid model name {name!r}: use 1-64 letters, digits, '_' or '-', starting with a letter or digit"
-        )
-    return name
 
 
 def handler_source() -> bytes:
@@ -58,6 +47,11 @@ def handler_source() -> bytes:
 def knn_source() -> bytes:
     """The k-NN vote analysis measured with (mnist_ct/artifacts/knn.py), for the archive."""
     return resources.files("mnist_ct.artifacts").joinpath("knn.py").read_bytes()
+
+
+def digits_source() -> bytes:
+    """The image decoding preprocess converts incoming digits with (mnist_ct/artifacts/digits.py), for the archive."""
+    return resources.files("mnist_ct.artifacts").joinpath("digits.py").read_bytes()
 
 
 @dataclass(frozen=True)
@@ -95,6 +89,7 @@ def build_archive(
             shutil.copyfile(sources[name], work / name)
         (work / HANDLER_FILE).write_bytes(handler_source())
         (work / KNN_FILE).write_bytes(knn_source())
+        (work / DIGITS_FILE).write_bytes(digits_source())
         (work / SETTINGS_FILE).write_text(json.dumps(deployment, indent=2, sort_keys=True) + "\n")
         (work / REQUIREMENTS_FILE).write_text(HANDLER_REQUIREMENTS)
         cmd = [
@@ -110,7 +105,7 @@ def build_archive(
             "--handler",
             HANDLER_FILE,
             "--extra-files",
-            f"{INDEX_FILE},{LABELS_FILE},{SETTINGS_FILE},{KNN_FILE}",
+            f"{INDEX_FILE},{LABELS_FILE},{SETTINGS_FILE},{KNN_FILE},{DIGITS_FILE}",
             "--requirements-file",
             REQUIREMENTS_FILE,
             "--export-path",
