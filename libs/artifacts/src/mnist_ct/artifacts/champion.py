@@ -169,9 +169,10 @@ def find_champion(deploy_root: Path, model_name: str = DEFAULT_MODEL_NAME) -> Ch
         ) from None
     version = deployment.get("version") if isinstance(deployment, dict) else None
     try:
-        check_run_id(version)  # type: ignore[arg-type]
+        version = check_run_id(version)  # type: ignore[arg-type]  # refused unless a str
     except UsageError:
         raise ArtifactError(f"{live}: its {DEPLOYMENT_FILE} names version {version!r}, not a run id") from None
+    assert isinstance(version, str)
     champion = read_deployed(deploy_root, model_name, version)
     if _sha256(live) != champion.archive_sha256:
         raise ArtifactError(

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import io
 import zipfile
 from pathlib import Path
 
 from .errors import ArtifactError
 
 
-def is_torchscript_archive(path: Path) -> bool:
-    """True if `path` has the zip layout torch.jit.save writes: <name>/data.pkl, constants.pkl and code/.
+def is_torchscript_archive(source: Path | bytes) -> bool:
+    """True if `source` (a file, or its bytes: a member of a model archive) has the zip layout torch.jit.save
+    writes: <name>/data.pkl, constants.pkl and code/.
 
     Looks at the zip directory only, so a plain pickle (or a torch.save'd state dict, which has no code/)
     is refused without a byte of it being unpickled.
     """
-    if not zipfile.is_zipfile(path):
+    file = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
+    if not zipfile.is_zipfile(file):
         return False
     try:
-        with zipfile.ZipFile(path) as z:
+        with zipfile.ZipFile(file) as z:
             names = z.namelist()
     except (zipfile.BadZipFile, OSError):
         return False
@@ -30,10 +33,13 @@ def is_torchscript_archive(path: Path) -> bool:
     )
 
 
-def require_torchscript(path: Path) -> None:
-    """Raise the one-line ArtifactError for a model file that is not a TorchScript archive."""
-    if not is_torchscript_archive(path):
+def require_torchscript(source: Path | bytes, name: str | Path | None = None) -> None:
+    """Raise the one-line ArtifactError for a model file (or its bytes, called `name`) that is not a TorchScript
+    archive."""
+    if not is_torchscript_archive(source):
+        if name is None:
+            name = "model bytes" if isinstance(source, (bytes, bytearray)) else source
         raise ArtifactError(
-            f"{path}: not a TorchScript archive (a pickle or a state dict?); refusing to load it. "
-            "Export the model with torch.jit.script/trace + torch.jit.save (train_model does)"
+            f"{name}: not a TorchScript archive (a pickle or a state dict?); "
+            "refusing to load it. Export the model with torch.jit.script/trace + torch.jit.save (train_model does)"
         )
