@@ -30,6 +30,8 @@ def test_the_dataset_artifact_is_the_manifest_with_uri_sha256_counts_and_data_ve
             "counts": {"train": 160, "test": 40},
             "data_version": published.meta["data_version"],
             "dataset": "mnist-5k",
+            "batches": 0,
+            "proceed": True,
             "step": "preprocess",
             "step_version": Producer.of("preprocess").version,
             "image": IMAGE,

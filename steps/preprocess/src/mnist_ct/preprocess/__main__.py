@@ -6,12 +6,15 @@ import argparse
 from pathlib import Path
 
 from mnist_ct.artifacts import (
+    DEFAULT_MODEL_NAME,
     KfpOutputs,
     UsageError,
     add_kfp_arguments,
     add_run_arguments,
     bounded_float,
     bounded_int,
+    check_model_name,
+    check_output_file,
     seed_value,
     step_main,
 )
@@ -37,6 +40,30 @@ def folder_arg(text: str) -> Path:
     if not path.is_dir():
         raise argparse.ArgumentTypeError(f"{path}: is a file, not a folder; pass the folder that holds the files")
     return path
+
+
+def true_false(text: str) -> bool:
+    """argparse type: true or false (as KFP passes a bool parameter)."""
+    value = {"true": True, "false": False}.get(text.strip().lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected true or false")
+    return value
+
+
+def output_file(text: str) -> Path:
+    """argparse type: a file to write (not a folder, nothing that is a file on the way to it)."""
+    try:
+        return check_output_file("", Path(text))
+    except UsageError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def model_name(text: str) -> str:
+    """argparse type: a TorchServe model name."""
+    try:
+        return check_model_name(text)
+    except UsageError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,7 +123,33 @@ def build_parser() -> argparse.ArgumentParser:
         "--test-fraction",
         type=bounded_float(0.0, 1.0, low_open=True, high_open=True),
         default=0.2,
-        help="mnist-5k: share of each class that goes to the test split, in (0, 1) (default: %(default)s)",
+        help="share of the test split, in (0, 1): of each class of mnist-5k, and of the incoming images (by "
+        "their pixels' hash) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--skip-bad-files",
+        action="store_true",
+        help="log and leave out an incoming image that does not decode, instead of failing (exit 3)",
+    )
+    parser.add_argument(
+        "--only-if-changed",
+        type=true_false,
+        default=True,
+        metavar="{true,false}",
+        help="true: proceed is false when the champion was trained on this data version by these step versions "
+        "(MNIST_CT_STEP_VERSIONS); false: always proceed (default: true)",
+    )
+    parser.add_argument(
+        "--proceed-out",
+        type=output_file,
+        metavar="PATH",
+        help="write whether the pipeline should go on, true or false (KFP output parameter)",
+    )
+    parser.add_argument(
+        "--model-name",
+        type=model_name,
+        default=DEFAULT_MODEL_NAME,
+        help="the served model whose champion the run is compared with (default: %(default)s)",
     )
     add_kfp_arguments(parser, ARTIFACTS)
     return parser
@@ -112,6 +165,10 @@ def options_from_args(args: argparse.Namespace) -> Options:
         mirrors=tuple(args.mirror),
         retry=RetryPolicy(attempts=args.retries),
         kfp=KfpOutputs.from_args(STEP, ARTIFACTS, args),
+        skip_bad_files=args.skip_bad_files,
+        only_if_changed=args.only_if_changed,
+        proceed_out=args.proceed_out,
+        model_name=args.model_name,
     )
 
 

@@ -1,4 +1,5 @@
-"""The preprocess step, top to bottom: find the source files, read them into splits, publish the data set."""
+"""The preprocess step, top to bottom: find the source files, read them into splits, add the incoming batches,
+publish the data set, say whether the rest of the pipeline should run."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from mnist_ct.artifacts import (
+    DEFAULT_MODEL_NAME,
     MANIFEST,
     MAX_SEED,
     KfpOutputs,
@@ -20,14 +22,23 @@ from mnist_ct.artifacts import (
     RunPaths,
     Split,
     UsageError,
+    check_distinct,
+    check_model_name,
+    check_output_file,
+    check_writable,
+    confined,
     file_uri,
+    find_champion,
     pixel_stats,
+    step_versions,
     write_dataset,
 )
 from mnist_ct.artifacts.mnist5k import builtin_csv
 
 from .collect import file_records, idx_splits, locate_in_folder, mnist_5k_splits, split_would_be_empty
 from .download import RetryPolicy, check_mirror, fetch
+from .incoming import add_batches, decode_batch, digits_source_sha256, find_batches
+from .proceed import decide
 from .sources import DATASETS, IDX_DATASETS, MNIST_5K
 
 STEP = "preprocess"
@@ -47,10 +58,14 @@ class Options:
     source: Path | None = None  # folder holding the files; None: built-in (mnist-5k) or download
     seed: int = 0
     limit_per_class: int | None = None
-    test_fraction: float = 0.2  # mnist-5k only: the idx data sets come with official splits
+    test_fraction: float = 0.2  # mnist-5k's split and incoming images' (the idx data sets come with official splits)
     mirrors: tuple[str, ...] = ()  # base URLs to download from; empty: the data set's own mirrors
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     kfp: KfpOutputs = field(default_factory=lambda: KfpOutputs(STEP, ARTIFACTS))  # and MNIST_CT_IMAGES
+    skip_bad_files: bool = False  # an undecodable incoming file is logged and left out instead of failing
+    only_if_changed: bool = True  # proceed = false when the champion was made from this data by these versions
+    proceed_out: Path | None = None  # KFP output parameter: "true" or "false"
+    model_name: str = DEFAULT_MODEL_NAME
 
     def __post_init__(self) -> None:
         if self.dataset not in DATASETS:
@@ -75,6 +90,11 @@ class Options:
                     f"the {empty} split would be empty (--limit-per-class {self.limit_per_class}, "
                     f"--test-fraction {self.test_fraction}); raise --limit-per-class or change --test-fraction"
                 )
+        check_model_name(self.model_name)
+        if self.proceed_out is not None:
+            check_output_file("--proceed-out", self.proceed_out)
+            check_distinct({**self.kfp.output_files(), "--proceed-out": self.proceed_out})
+            check_writable(self.proceed_out)
         if self.source is not None:
             if not self.source.is_dir():
                 raise UsageError(f"--source {self.source}: no such folder; pass the folder that holds the files")
@@ -84,6 +104,9 @@ class Options:
 def run(paths: RunPaths, options: Options, log: Log) -> None:
     """Collect the data set named by `options` and publish it to `paths.dataset`."""
     destination = paths.dataset  # refused here, before any work, if it leads out of its volume
+    versions = step_versions()  # malformed: exit 2 before any work
+    # Only read when it decides something; an unreadable live archive stops the run (exit 3) before any work.
+    champion = find_champion(paths.deploy_root, options.model_name) if options.only_if_changed else None
     rng = np.random.default_rng(options.seed)
     splits: dict[str, Split]
     if options.dataset == MNIST_5K:
@@ -119,9 +142,28 @@ def run(paths: RunPaths, options: Options, log: Log) -> None:
         dataset=options.dataset,
         seed=options.seed,
         limit_per_class=options.limit_per_class,
-        pixel_stats={name: pixel_stats(split.images) for name, split in splits.items()},
     )
-    meta["data_version"] = data_version(meta)
+    base_version = data_version(meta)
+    batches, incomplete = find_batches(paths.data_root, log)
+    decoded = []
+    for batch in batches:
+        cache = confined(paths.data_root, "raw", "incoming", batch.cache_key)
+        decoded.append((batch, decode_batch(batch, cache, options.skip_bad_files, log)))
+    splits, records = add_batches(splits, decoded, options.test_fraction)
+    for record, (_, d) in zip(records, decoded, strict=True):
+        log(
+            f"incoming: batch {record['id']}: {record['images']} images ({'cached' if d.cached else 'decoded'}), "
+            f"train +{record['train']}, test +{record['test']}, {record['duplicates']} duplicates dropped, "
+            f"{record['skipped']} files skipped"
+        )
+    meta.update(
+        base={"dataset": options.dataset, "data_version": base_version},
+        batches=records,
+        incomplete=incomplete,
+        pixel_stats={name: pixel_stats(split.images) for name, split in splits.items()},
+        data_version=with_batches(base_version, records, options.test_fraction),
+    )
+    decision = decide(options.only_if_changed, champion, meta["data_version"], versions)
     with options.kfp.writing(paths.run_id) as out:
         manifest = write_dataset(
             destination, splits, Producer.of(STEP), meta
@@ -135,12 +177,32 @@ def run(paths: RunPaths, options: Options, log: Log) -> None:
                 "counts": {name: len(split) for name, split in splits.items()},
                 "data_version": meta["data_version"],
                 "dataset": options.dataset,
+                "batches": len(records),
+                "proceed": decision.proceed,
             },
         )
+        if options.proceed_out is not None:
+            out.file(options.proceed_out, b"true" if decision.proceed else b"false")
     log(
         f"{options.dataset}: train {len(splits['train'])}, test {len(splits['test'])} images "
-        f"-> {destination} (manifest sha256 {manifest.digest[:12]})"
+        f"-> {destination} (manifest sha256 {manifest.digest[:12]}, {len(records)} incoming batches)"
     )
+    log(decision.line())
+
+
+def with_batches(base_version: str, records: list[dict[str, Any]], test_fraction: float) -> str:
+    """The data version with the incoming batches: the base's own when there are none (unchanged from before
+    batches existed), else a sha256 of it, every batch's sha256 in order, and what turns them into images
+    (the split of incoming images, the conversion's source: a new digits.py makes other pixels)."""
+    if not records:
+        return base_version
+    chosen = {
+        "base": base_version,
+        "batches": [r["sha256"] for r in records],
+        "test_fraction": test_fraction,
+        "conversion": digits_source_sha256(),
+    }
+    return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()
 
 
 def data_version(meta: dict[str, Any]) -> str:
