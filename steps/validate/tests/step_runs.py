@@ -13,7 +13,9 @@ PROG = "python -m mnist_ct.validate"  # argparse's name in usage errors; the ste
 
 
 def run(data_root: Path, *args: str) -> int:
-    return main(["--run-id", "r1", "--data-root", str(data_root), "--quiet", *args])
+    """The step on run r1; the deploy volume is an empty folder (no champion) unless `args` name another."""
+    no_deploy = str(data_root / "no-deploy-volume")  # never the machine's real /deploy-model
+    return main(["--run-id", "r1", "--data-root", str(data_root), "--deploy-root", no_deploy, "--quiet", *args])
 
 
 def report(data_root: Path) -> dict[str, Any]:

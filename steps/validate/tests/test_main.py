@@ -17,13 +17,14 @@ def test_good_data_set_passes_and_report_lists_every_check(tmp_path, capsys):
     assert run(tmp_path) == 0
     assert capsys.readouterr().err == ""
     r = report(tmp_path)
-    assert r["passed"] is True and r["summary"]["fail"] == 0 and r["summary"]["skip"] == 0
+    assert r["passed"] is True and r["summary"]["fail"] == 0 and r["summary"]["skip"] == 3  # no champion: no drift
     names = {c["check"] for c in r["checks"]}
     assert names == {
         "manifest", "checksum", "split_present", "not_empty", "image_format", "label_format", "labels_in_range",
         "pixel_range", "pixel_mean", "pixel_std", "classes_present", "class_balance", "counts_match_manifest",
-        "leakage",
+        "leakage", "drift", "label_shift",
     }  # fmt: skip
+    assert {c["check"] for c in r["checks"] if c["status"] == "skip"} == {"drift", "label_shift"}
     balance = next(c for c in r["checks"] if c["check"] == "class_balance" and c["scope"] == "train")
     assert balance["value"] == 1.0 and balance["threshold"] == 0.5
     m = read_manifest(tmp_path / "runs/r1/validation", "validation")
@@ -209,9 +210,11 @@ def test_reference_without_pixel_stats_fails_the_drift_check(tmp_path, capsys):
 def test_runs_as_a_module(tmp_path):
     write_good(tmp_path)
     cmd = [sys.executable, "-m", "mnist_ct.validate", "--run-id", "r1", "--data-root", str(tmp_path)]
+    cmd += ["--deploy-root", str(tmp_path / "deploy")]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert "28 checks: 28 passed, 0 failed, 0 skipped" in result.stderr
+    assert "31 checks: 28 passed, 0 failed, 3 skipped" in result.stderr
+    assert "drift against nothing (no champion on the deploy volume)" in result.stderr
 
 
 def test_the_report_names_the_reference_manifest(tmp_path):
@@ -244,7 +247,8 @@ def test_bad_input_reference_that_is_not_a_data_set(tmp_path, capsys):
 
 def test_bad_input_reference_whose_pixel_stats_are_not_numbers(tmp_path, capsys):
     stats = {"train": {"mean": "bright", "std": None}, "test": {"mean": 0.13, "std": 0.31}}
-    write_raw(tmp_path / "ref", good_splits(), "ref", meta={"pixel_stats": stats})
+    counts = {"train": {str(c): 20 for c in range(10)}}  # the label shift passes: one failure, the drift
+    write_raw(tmp_path / "ref", good_splits(), "ref", meta={"pixel_stats": stats, "counts": counts})
     write_good(tmp_path)
     [line] = failed(tmp_path, capsys, "--reference-manifest", str(tmp_path / "ref/runs/ref/dataset"))
     assert "drift[train]: " in line

@@ -19,7 +19,7 @@ def test_defaults_make_the_default_options():
     assert options_from_args(build_parser().parse_args(["--run-id", "r"])) == Options()
 
 
-@pytest.mark.parametrize("option", ["--drift-tolerance", "--min-class-ratio", "--max-leakage"])
+@pytest.mark.parametrize("option", ["--drift-tolerance", "--min-class-ratio", "--max-leakage", "--max-label-shift"])
 @pytest.mark.parametrize("text", ["-0.1", "1.1", "nan", "inf", "-inf", "x", ""])
 def test_bad_input_share_outside_0_to_1(tmp_path, capsys, option, text):
     write_good(tmp_path)
@@ -103,6 +103,8 @@ def test_bad_input_data_root_is_a_file(tmp_path, capsys):
         ({"thresholds": Thresholds(max_leakage=2.0)}, "--max-leakage 2.0: must be in [0, 1]"),
         ({"thresholds": Thresholds(drift_tolerance=-1.0)}, "--drift-tolerance -1.0: must be in [0, 1]"),
         ({"thresholds": Thresholds(min_class_ratio=float("inf"))}, "--min-class-ratio inf: must be in [0, 1]"),
+        ({"thresholds": Thresholds(max_label_shift=1.5)}, "--max-label-shift 1.5: must be in [0, 1]"),
+        ({"model_name": "a/b"}, "--model-name: invalid model name 'a/b'"),
     ],
 )
 def test_bad_input_options_made_in_code_are_checked_too(fields, message):

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mnist_ct.artifacts import UsageError, add_run_arguments, bounded_float, step_main
+from mnist_ct.artifacts import (
+    DEFAULT_MODEL_NAME,
+    UsageError,
+    add_run_arguments,
+    bounded_float,
+    check_model_name,
+    step_main,
+)
 
 from .checks import Thresholds
 from .step import STEP, Options, reference_folder, run
@@ -22,13 +29,22 @@ def reference_arg(text: str) -> Path:
         raise argparse.ArgumentTypeError(str(e).removeprefix("--reference-manifest ")) from None
 
 
+def model_name_arg(text: str) -> str:
+    """argparse type: a TorchServe model name (mnist_ct.artifacts.check_model_name)."""
+    try:
+        return check_model_name(text)
+    except UsageError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m mnist_ct.validate",
         description=(
             "Check the run's data set (<data-root>/runs/<run id>/dataset) before training: manifest and "
             "checksums, shapes and dtypes, labels 0..9, pixel range and per-split mean/std, every class present, "
-            "class balance, no empty split, train/test leakage, and optionally drift against a reference. "
+            "class balance, no empty split, train/test leakage, and drift (pixel mean/std, train label "
+            "distribution) against the champion's training data or --reference-manifest. "
             "Writes <data-root>/runs/<run id>/validation/report.json with every check, its figure, its "
             "threshold and pass/fail/skip, whether the checks pass or not."
         ),
@@ -40,14 +56,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--reference-manifest",
         type=reference_arg,
         metavar="PATH",
-        help="a reference data set's manifest.json (or its folder), verified before the checks: fail if a "
-        "split's pixel mean or std moved more than --drift-tolerance from the reference's",
+        help="the drift reference: a data set's manifest.json (or its folder), verified before the checks "
+        "(default: the training data of the champion live on --deploy-root; none there: drift is skipped)",
+    )
+    parser.add_argument(
+        "--model-name",
+        type=model_name_arg,
+        default=DEFAULT_MODEL_NAME,
+        help="the model whose champion (<deploy-root>/model-store/<model>.mar) gives the drift reference "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--drift-tolerance",
         type=share,
         default=DEFAULTS.drift_tolerance,
         help="largest allowed change of pixel mean or std, on the [0,1] scale, in [0, 1] (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-label-shift",
+        type=share,
+        default=DEFAULTS.max_label_shift,
+        help="largest total variation distance between the train split's label distribution and the "
+        "reference's, in [0, 1] (default: %(default)s)",
     )
     parser.add_argument(
         "--mean-bounds",
@@ -87,8 +117,9 @@ def options_from_args(args: argparse.Namespace) -> Options:
         min_class_ratio=args.min_class_ratio,
         max_leakage=args.max_leakage,
         drift_tolerance=args.drift_tolerance,
+        max_label_shift=args.max_label_shift,
     )
-    return Options(thresholds=thresholds, reference=args.reference_manifest)
+    return Options(thresholds=thresholds, reference=args.reference_manifest, model_name=args.model_name)
 
 
 def main(argv: list[str] | None = None) -> int:

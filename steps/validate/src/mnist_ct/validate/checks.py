@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,7 @@ class Thresholds:
     min_class_ratio: float = 0.5  # smallest class / largest class, per split; full MNIST train is 0.80
     max_leakage: float = 0.001  # share of test images with an exact copy in train
     drift_tolerance: float = 0.05  # largest |change| of a split's pixel mean or std against the reference
+    max_label_shift: float = 0.1  # largest total variation distance of the train labels from the reference's
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -35,6 +37,7 @@ class Thresholds:
             "min_class_ratio": self.min_class_ratio,
             "max_leakage": self.max_leakage,
             "drift_tolerance": self.drift_tolerance,
+            "max_label_shift": self.max_label_shift,
         }
 
 
@@ -250,6 +253,66 @@ def check_drift(split: str, images: np.ndarray, reference: Any, tolerance: float
     if not ok:
         message += f"; drift above {tolerance}"
     return judged("drift", split, ok, {"current": stats, "delta": delta}, tolerance, message)
+
+
+def label_distribution(counts: Mapping[str, float]) -> dict[str, float]:
+    """Each class's share "0".."9" of a split (counts of every class, zeros included, summing to more than 0)."""
+    total = sum(counts.values())
+    return {str(k): counts.get(str(k), 0) / total for k in range(NUM_CLASSES)}
+
+
+def total_variation(p: dict[str, float], q: dict[str, float]) -> float:
+    """0.5 * sum |p - q| over the classes: the largest difference in probability any set of classes can have."""
+    return 0.5 * sum(abs(p[k] - q[k]) for k in p)
+
+
+def recorded_class_counts(recorded: Any) -> dict[str, float] | None:
+    """A manifest's meta.counts[split] as counts of "0".."9", or None when it holds anything else (or nothing)."""
+    if not isinstance(recorded, dict) or not recorded:
+        return None
+    counts = {str(k): v for k, v in recorded.items()}
+    classes = {str(k) for k in range(NUM_CLASSES)}
+    if not counts.keys() <= classes or not all(_is_real(v) and v >= 0 for v in counts.values()):
+        return None
+    if sum(counts.values()) <= 0:
+        return None
+    return {k: counts.get(k, 0) for k in sorted(classes, key=int)}
+
+
+def check_label_shift(
+    split: str, labels: np.ndarray, reference: Any, max_shift: float, where: str, against: str
+) -> Check:
+    """The split's label distribution against the reference manifest's meta.counts[split] (total variation)."""
+    if labels.ndim != 1 or len(labels) == 0 or not is_numeric(labels):
+        return skipped("label_shift", split, max_shift, "needs a non-empty 1-D numeric label array")
+    counts = counts_in_range(labels)
+    if sum(counts.values()) == 0:
+        return skipped("label_shift", split, max_shift, "no labels in 0..9")
+    recorded = recorded_class_counts(reference)
+    if recorded is None:
+        message = (
+            f"{where}: {against} records no class counts for split {split!r} (meta.counts.{split}: {reference!r}); "
+            "use a data set written by mnist_ct.artifacts.write_dataset"
+        )
+        return judged("label_shift", split, False, None, max_shift, message)
+    p, q = label_distribution(counts), label_distribution(recorded)
+    distance = round(total_variation(p, q), 6)
+    ok = distance <= max_shift
+    # rounded so that equal differences tie (then the lower class first) rather than differ in float noise
+    largest = sorted(p, key=lambda k: (-round(abs(p[k] - q[k]), 9), int(k)))[:3]
+    differences = ", ".join(f"class {k} {p[k]:.1%} vs {q[k]:.1%}" for k in largest)
+    message = (
+        f"{where}: label distribution {distance:.4f} from {against}, by total variation distance; "
+        f"largest differences, this run vs the reference: {differences}"
+    )
+    if not ok:
+        message += f"; shift above {max_shift}"
+    value = {"distance": distance, "current": _rounded(p), "reference": _rounded(q)}
+    return judged("label_shift", split, ok, value, max_shift, message)
+
+
+def _rounded(shares: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 6) for k, v in shares.items()}
 
 
 def _is_real(value: Any) -> bool:

@@ -32,21 +32,51 @@ from . import checks as c
 
 VALIDATION_KIND = "validation"
 REPORT = "report.json"
+LABEL_SHIFT_SPLITS = ("train",)  # see _drift_checks
+REFERENCE_OPTION, REFERENCE_CHAMPION = "--reference-manifest", "champion"  # a reference's `source`
 
 
 @dataclass(frozen=True)
 class Reference:
-    """The drift baseline: a verified data set's manifest and the pixel statistics it records per split."""
+    """The drift baseline: a verified data set's manifest, the pixel statistics and class counts it records per
+    split, and where it came from (`--reference-manifest`, or the champion's training data)."""
 
     manifest_path: Path
+    manifest_sha256: str
     pixel_stats: dict[str, Any]
+    counts: dict[str, Any]
+    source: str = REFERENCE_OPTION
+    champion: dict[str, Any] | None = None  # Champion.summary() when the reference is its training data
+
+    @property
+    def name(self) -> str:
+        """What a check's message calls it."""
+        if self.champion is not None:
+            return f"the champion's training data ({self.champion['model_name']} version {self.champion['version']})"
+        return f"the reference {self.manifest_path.parent}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "manifest": str(self.manifest_path),
+            "manifest_sha256": self.manifest_sha256,
+            "champion": self.champion,
+        }
 
 
-def read_reference(folder: Path) -> Reference:
+def read_reference(folder: Path, source: str = REFERENCE_OPTION, champion: dict[str, Any] | None = None) -> Reference:
     """The reference data set in `folder`, its manifest and every file verified (ArtifactError otherwise)."""
     manifest = read_verified(folder, DATASET_KIND)
-    stats = _meta(manifest).get("pixel_stats")
-    return Reference(Path(folder) / MANIFEST, stats if isinstance(stats, dict) else {})
+    meta = _meta(manifest)
+    stats, counts = meta.get("pixel_stats"), meta.get("counts")
+    return Reference(
+        Path(folder) / MANIFEST,
+        manifest.digest,
+        stats if isinstance(stats, dict) else {},
+        counts if isinstance(counts, dict) else {},
+        source,
+        champion,
+    )
 
 
 @dataclass
@@ -56,6 +86,7 @@ class Report:
     thresholds: c.Thresholds
     manifest: Manifest | None = None
     reference: Reference | None = None
+    no_reference: str = "no reference data set"  # why the drift checks were skipped, when reference is None
 
     @property
     def failures(self) -> list[c.Check]:
@@ -65,6 +96,13 @@ class Report:
     def passed(self) -> bool:
         return not self.failures
 
+    def reference_json(self) -> dict[str, Any]:
+        """Which data set drift was judged against (path, digest, the champion's version), or why none was."""
+        if self.reference is not None:
+            return self.reference.to_json()
+        nothing = {"source": None, "manifest": None, "manifest_sha256": None, "champion": None}
+        return {**nothing, "reason": self.no_reference}
+
     def to_json(self) -> dict[str, Any]:
         counts = {status: sum(ch.status == status for ch in self.checks) for status in (c.PASS, c.FAIL, c.SKIP)}
         return {
@@ -72,6 +110,7 @@ class Report:
             "dataset": str(self.dataset),
             "dataset_manifest_sha256": self.manifest.digest if self.manifest else None,
             "reference_manifest": str(self.reference.manifest_path) if self.reference else None,
+            "reference": self.reference_json(),
             "summary": counts,
             "thresholds": self.thresholds.to_json(),
             "checks": [check.to_json() for check in self.checks],
@@ -110,10 +149,15 @@ def npy_size_problem(path: Path) -> str | None:
     return None
 
 
-def validate(folder: Path, thresholds: c.Thresholds, reference: Reference | None = None) -> Report:
-    """Every check on the data set in `folder` (and drift against `reference`, if given)."""
+def validate(
+    folder: Path, thresholds: c.Thresholds, reference: Reference | None = None, no_reference: str | None = None
+) -> Report:
+    """Every check on the data set in `folder`, and drift against `reference` (skipped, saying `no_reference`,
+    when there is none)."""
     folder = Path(folder)
     report = Report(folder, [], thresholds, reference=reference)
+    if no_reference:
+        report.no_reference = no_reference
     checks = report.checks
     try:
         manifest = read_manifest(folder, DATASET_KIND)
@@ -133,24 +177,53 @@ def validate(folder: Path, thresholds: c.Thresholds, reference: Reference | None
             checks.append(c.judged("checksum", rel, False, "mismatch", "manifest sha256", str(e)))
 
     images: dict[str, np.ndarray] = {}
+    labels_of: dict[str, np.ndarray] = {}
     for split in SPLITS:
         arrays = _load_split(folder, manifest, split, checks)
         if arrays is None:
             continue
         split_images, labels = arrays
-        images[split] = split_images
+        images[split], labels_of[split] = split_images, labels
         checks.extend(_split_checks(folder / split, split, split_images, labels, manifest, thresholds))
 
     if "train" in images and "test" in images:
         checks.append(c.check_leakage(images["train"], images["test"], thresholds.max_leakage, str(folder)))
     else:
         checks.append(c.skipped("leakage", "", thresholds.max_leakage, "needs both a train and a test split"))
-    if reference is not None:
-        for split, split_images in images.items():
-            where = str(folder / split / "images.npy")
-            stats = reference.pixel_stats.get(split)
-            checks.append(c.check_drift(split, split_images, stats, thresholds.drift_tolerance, where))
+    checks.extend(_drift_checks(folder, images, labels_of, thresholds, reference, report.no_reference))
     return report
+
+
+def _drift_checks(
+    folder: Path,
+    images: dict[str, np.ndarray],
+    labels: dict[str, np.ndarray],
+    t: c.Thresholds,
+    reference: Reference | None,
+    no_reference: str,
+) -> list[c.Check]:
+    """Pixel drift per split and the label shift of the train split, against the reference.
+
+    Labels are judged on train only: train is what the challenger learns its class priors from, while both
+    models are measured on this run's test split (analysis), so a shift there weighs on them alike."""
+    if reference is None:
+        return [
+            *(c.skipped("drift", split, t.drift_tolerance, no_reference) for split in SPLITS),
+            *(c.skipped("label_shift", split, t.max_label_shift, no_reference) for split in LABEL_SHIFT_SPLITS),
+        ]
+    result = []
+    for split, split_images in images.items():
+        where = str(folder / split / "images.npy")
+        stats = reference.pixel_stats.get(split)
+        result.append(c.check_drift(split, split_images, stats, t.drift_tolerance, where))
+    for split in LABEL_SHIFT_SPLITS:
+        if split not in labels:
+            result.append(c.skipped("label_shift", split, t.max_label_shift, f"no readable {split!r} split"))
+            continue
+        where = str(folder / split / "labels.npy")
+        recorded = reference.counts.get(split)
+        result.append(c.check_label_shift(split, labels[split], recorded, t.max_label_shift, where, reference.name))
+    return result
 
 
 def _meta(manifest: Manifest) -> dict[str, Any]:
@@ -209,6 +282,8 @@ def _recorded_counts(manifest: Manifest, split: str) -> Any:
 def publish_report(report: Report, destination: Path, producer: Producer) -> Manifest:
     """Write report.json as the run's validation artifact (kind "validation"), failed or not."""
     inputs = {"dataset": report.manifest.digest} if report.manifest else {}
+    if report.reference is not None:
+        inputs["reference"] = report.reference.manifest_sha256
     text = json.dumps(report.to_json(), indent=2) + "\n"
     with publish(destination, VALIDATION_KIND, producer, inputs) as staging:  # names the folder on OS errors
         (staging.path / REPORT).write_text(text)
@@ -216,6 +291,7 @@ def publish_report(report: Report, destination: Path, producer: Producer) -> Man
             passed=report.passed,
             failed=[check.label for check in report.failures],
             dataset=_meta(report.manifest).get("dataset") if report.manifest else None,
+            reference=report.reference_json(),
         )
     assert staging.manifest is not None
     return staging.manifest
