@@ -46,19 +46,25 @@ def read_index(folder: Path) -> IndexArtifact:
     except RuntimeError as e:
         reason = " ".join(str(e).split())[-200:]
         raise ArtifactError(f"{index_path}: FAISS cannot read it ({reason}); rerun train_faiss") from None
+    check_index_labels(index, labels, (folder / "index.faiss", folder / "labels.npy", folder), "rerun train_faiss")
+    return IndexArtifact(manifest, index, labels.astype(np.int64), info)
+
+
+def check_index_labels(
+    index: faiss.Index, labels: np.ndarray, names: tuple[Path | str, Path | str, Path | str], fix: str
+) -> None:
+    """Refuse labels that are not one label in 0..9 per vector of a non-empty index.
+
+    `names`: how the errors name the index, the labels and the two together.
+    """
+    index_name, labels_name, pair = names
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise ArtifactError(
-            f"{folder / 'labels.npy'}: labels must be integer [N], got {labels.dtype} {list(labels.shape)}"
-        )
+        raise ArtifactError(f"{labels_name}: labels must be integer [N], got {labels.dtype} {list(labels.shape)}")
     if len(labels) != index.ntotal:
         raise ArtifactError(
-            f"{folder}: index.faiss holds {index.ntotal} vectors but labels.npy has {len(labels)} labels; "
-            "rerun train_faiss"
+            f"{pair}: index.faiss holds {index.ntotal} vectors but labels.npy has {len(labels)} labels; {fix}"
         )
     if len(labels) == 0:
-        raise ArtifactError(f"{folder / 'index.faiss'}: the index is empty; rerun train_faiss")
+        raise ArtifactError(f"{index_name}: the index is empty; {fix}")
     if labels.min() < 0 or labels.max() >= NUM_CLASSES:
-        raise ArtifactError(
-            f"{folder / 'labels.npy'}: labels must be in 0..9, found {int(labels.min())}..{int(labels.max())}"
-        )
-    return IndexArtifact(manifest, index, labels.astype(np.int64), info)
+        raise ArtifactError(f"{labels_name}: labels must be in 0..9, found {int(labels.min())}..{int(labels.max())}")

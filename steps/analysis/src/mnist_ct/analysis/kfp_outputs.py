@@ -3,7 +3,8 @@
 - The KFP v2 artifacts (written through mnist_ct.artifacts.kfp, ARTIFACTS): the UI shows a `system.Metrics`
   artifact's scalar metrics and a `system.ClassificationMetrics` artifact's `confusionMatrix` from the
   artifacts' metadata (the ExecutorOutput), not from their files.
-- The accuracy output parameter (`dsl.OutputPath(float)`): a file holding the bare number.
+- The output parameters `accuracy`, `champion_accuracy` (`dsl.OutputPath(float)`: a file holding the bare number)
+  and `blessed` (`dsl.OutputPath(bool)`: `true` or `false`).
 - `mlpipeline-metrics` (KFP v1 and v1-compatible UIs): {"metrics": [{"name", "numberValue", "format"}]}.
 - `mlpipeline-ui-metadata` (KFP v1 output viewers): {"outputs": [...]} with an inline confusion
   matrix (CSV rows target,predicted,count), a markdown summary and the report as a web app.
@@ -27,6 +28,11 @@ ARTIFACTS = {
 def accuracy_text(accuracy: float) -> bytes:
     """The output parameter file's content: the bare float, no newline."""
     return repr(float(accuracy)).encode()
+
+
+def bool_text(value: bool) -> bytes:
+    """A boolean output parameter file's content: `true` or `false`, no newline."""
+    return b"true" if value else b"false"
 
 
 def scalar_metrics(evaluation: Evaluation) -> dict[str, float]:

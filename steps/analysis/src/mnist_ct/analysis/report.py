@@ -6,7 +6,7 @@ import base64
 import html
 import io
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -14,6 +14,9 @@ from PIL import Image
 from sklearn.decomposition import PCA
 
 from .lineage import LineageEntry
+
+if TYPE_CHECKING:
+    from .champion import Blessing, ChampionResult
 from .metrics import CLASSES, Evaluation, top_confusion
 
 PROJECTION_POINTS = 3000  # queries drawn in the 2-D projection (all errors among them)
@@ -122,6 +125,8 @@ class ReportData:
     projection_png: bytes
     misclassified: list[Misclassified] = field(default_factory=list)
     images: dict[str, str] = field(default_factory=dict)  # MNIST_CT_IMAGES: step -> image reference
+    champion: ChampionResult | None = None  # measured on the same test digits
+    blessing: Blessing | None = None
 
 
 _CSS = """
@@ -184,6 +189,42 @@ def _lineage_rows(entries: list[LineageEntry]) -> str:
             f'</td><td class="l">{state}</td></tr>'
         )
     return "\n".join(rows)
+
+
+def _champion_section(data: ReportData) -> str:
+    """Challenger against champion on this run's test digits, and whether (and why) the challenger is blessed."""
+    if data.blessing is None:
+        return ""
+    b, c, ev = data.blessing, data.champion, data.evaluation
+    verdict = '<span class="ok">blessed</span>' if b.blessed else '<span class="bad">not blessed</span>'
+    rows = [
+        f'<tr><td>challenger (this run)</td><td class="l"><code>{_e(data.run_id)}</code></td>'
+        f'<td>{ev.accuracy:.4f}</td><td>{ev.errors}</td><td>{data.k}</td><td class="l">{_e(data.vote)}</td></tr>'
+    ]
+    if c is None:
+        champion_text = "No champion: nothing is live for this model, so only the baseline applies."
+    else:
+        recorded = c.champion.accuracy
+        rows.append(
+            f'<tr><td>champion (live when embedding ran)</td><td class="l"><code>{_e(c.champion.version)}</code>'
+            f"</td><td>{c.accuracy:.4f}</td><td>{c.evaluation.errors}</td><td>{c.k}</td>"
+            f'<td class="l">{_e(c.vote)}</td></tr>'
+        )
+        champion_text = (
+            "The champion's own model, index and k-NN setting (archive sha256 "
+            f"<code>{_e(c.champion.archive_sha256[:16])}</code>) on the same {len(ev.y_true)} test digits"
+            + (f"; deploy recorded {recorded:.4f} on its own test split." if recorded is not None else ".")
+        )
+    return f"""<h2 id="champion">Challenger vs champion</h2>
+<p class="headline" id="blessing">{verdict}</p>
+<p>accuracy {ev.accuracy:.4f} {_e(b.reason)}. The rule: accuracy &gt; baseline {b.baseline:.4f} and, with a
+champion, accuracy &ge; the champion's accuracy on these digits + {b.min_improvement:.4f}.</p>
+<table><thead><tr><th>model</th><th>run / version</th><th>accuracy</th><th>errors</th><th>k</th><th>vote</th></tr>
+</thead><tbody>
+{chr(10).join(rows)}
+</tbody></table>
+<p class="muted">{champion_text}</p>
+"""
 
 
 def _image_rows(data: ReportData) -> str:
@@ -249,6 +290,7 @@ data manifest sha256 <code>{_e(data.data_digest)}</code></p>
 ({_e(data.vote)} vote) among {data.gallery_size} training digits in the FAISS index:
 <strong>{ev.errors}</strong> errors{f", {ev.unanswered} without any neighbour" if ev.unanswered else ""}.</p>
 
+{_champion_section(data)}
 <h2 id="confusion">Confusion matrix</h2>
 <img class="plot" alt="confusion matrix heatmap" src="{png_data_uri(data.confusion_png)}">
 

@@ -1,8 +1,10 @@
-"""The step, top to bottom: read index, embeddings and data set; classify; publish metrics and the report."""
+"""The step, top to bottom: read index, embeddings and data set; classify; measure the champion on the same test
+digits; bless or not; publish metrics and the report."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,7 @@ import faiss
 import numpy as np
 
 from mnist_ct.artifacts import (
+    DEFAULT_MODEL_NAME,
     MAX_THREADS,
     ArtifactError,
     ArtifactWriter,
@@ -23,6 +26,7 @@ from mnist_ct.artifacts import (
     Split,
     UsageError,
     check_distinct,
+    check_model_name,
     check_output_file,
     check_writable,
     file_uri,
@@ -34,6 +38,7 @@ from mnist_ct.artifacts import (
 )
 
 from . import kfp_outputs
+from .champion import Blessing, ChampionResult, bless, measure_champion, verdict_line
 from .classify import VOTES, Neighbours, predicted_labels, search
 from .index_artifact import IndexArtifact, read_index
 from .lineage import LineageEntry, trace
@@ -56,6 +61,12 @@ class Options:
     ui_metadata_out: Path | None = None
     max_examples: int = 100
     threads: int = 0  # FAISS (OpenMP) threads; 0: every core this process may use
+    baseline: float = 0.8  # blessed only above this accuracy
+    min_improvement: float = 0.0  # ... and only at least this much above the champion's, on the same digits
+    model_name: str = DEFAULT_MODEL_NAME  # the served model whose champion is measured
+    champion_accuracy_out: Path | None = None
+    blessed_out: Path | None = None
+    versions: Mapping[str, str] = field(default_factory=dict)  # MNIST_CT_STEP_VERSIONS, recorded for deploy
     # The typed KFP artifacts (metrics, confusion_matrix, report) and MNIST_CT_IMAGES, checked when made.
     kfp: KfpOutputs = field(default_factory=lambda: KfpOutputs(STEP, kfp_outputs.ARTIFACTS))
 
@@ -68,6 +79,11 @@ class Options:
             raise UsageError(f"--max-examples {self.max_examples}: give 0..{MAX_EXAMPLES}")
         if not 0 <= self.threads <= MAX_THREADS:
             raise UsageError(f"--threads {self.threads}: give 0..{MAX_THREADS} (0: every core this process may use)")
+        if not 0.0 <= self.baseline <= 1.0:
+            raise UsageError(f"--baseline {self.baseline}: give an accuracy in 0..1")
+        if not -1.0 <= self.min_improvement <= 1.0:
+            raise UsageError(f"--min-improvement {self.min_improvement}: give -1..1 (an accuracy difference)")
+        check_model_name(self.model_name)
         for option, path in self.output_files().items():
             check_output_file(option, path)
         check_distinct({**self.output_files(), **self.kfp.output_files()})
@@ -78,6 +94,8 @@ class Options:
         """The files written outside the artifact besides the typed KFP artifacts, by the option that names them."""
         files = {
             "--accuracy-out": self.accuracy_out,
+            "--champion-accuracy-out": self.champion_accuracy_out,
+            "--blessed-out": self.blessed_out,
             "--metrics-out": self.metrics_out,
             "--ui-metadata-out": self.ui_metadata_out,
         }
@@ -159,7 +177,13 @@ def pick_misclassified(
 
 
 def metrics_document(
-    run_id: str, options: Options, evaluation: Evaluation, inputs: Inputs, lineage: list[LineageEntry]
+    run_id: str,
+    options: Options,
+    evaluation: Evaluation,
+    inputs: Inputs,
+    lineage: list[LineageEntry],
+    champion: ChampionResult | None,
+    blessing: Blessing,
 ) -> dict[str, Any]:
     info = inputs.index.info
     return {
@@ -186,6 +210,9 @@ def metrics_document(
         "data_version": inputs.data_manifest.meta.get("data_version"),
         "lineage": [entry.to_json() for entry in lineage],
         "images": dict(options.kfp.images),  # MNIST_CT_IMAGES: every step's image; {} when run by hand
+        "versions": dict(options.versions),  # MNIST_CT_STEP_VERSIONS likewise
+        "champion": champion.to_json() if champion else None,
+        "blessing": blessing.to_json(),
     }
 
 
@@ -198,6 +225,8 @@ def run(paths: RunPaths, options: Options, log: Log) -> None:
         raise UsageError(f"--k {options.k} is more than the {ntotal} vectors in the index {paths.index}")
     neighbours = search(inputs.index.index, inputs.index.labels, np.asarray(inputs.queries.vectors), options.k)
     evaluation = evaluate(inputs.queries.labels, predicted_labels(neighbours, options.vote))
+    champion = measure_champion(paths, options.model_name, inputs.embeddings_manifest, inputs.queries.labels)
+    blessing = bless(evaluation.accuracy, champion, options.baseline, options.min_improvement)
 
     lineage = trace(
         paths,
@@ -206,7 +235,7 @@ def run(paths: RunPaths, options: Options, log: Log) -> None:
     for entry in lineage:
         if entry.artifact in ("index", "embeddings", "dataset"):
             entry.used_by.append(STEP)
-    document = metrics_document(paths.run_id, options, evaluation, inputs, lineage)
+    document = metrics_document(paths.run_id, options, evaluation, inputs, lineage, champion, blessing)
     report = render(
         ReportData(
             run_id=paths.run_id,
@@ -219,6 +248,8 @@ def run(paths: RunPaths, options: Options, log: Log) -> None:
             data_digest=inputs.data_manifest.digest,
             dataset_meta=inputs.data_manifest.meta,
             images=dict(options.kfp.images),
+            champion=champion,
+            blessing=blessing,
             confusion_png=confusion_figure(evaluation),
             projection_png=projection_figure(
                 np.asarray(inputs.gallery.vectors),
@@ -243,7 +274,7 @@ def run(paths: RunPaths, options: Options, log: Log) -> None:
     # The KFP files are written beside their places first and moved in only once the artifact is published:
     # a full disk on either side leaves neither.
     with options.kfp.writing(paths.run_id) as out:
-        add_kfp_files(out, options, evaluation, files, paths.analysis)
+        add_kfp_files(out, options, evaluation, files, paths.analysis, champion, blessing)
         with publish(paths.analysis, ANALYSIS_KIND, Producer.of(STEP), inputs=upstream) as staging:
             for name, data in files.items():
                 write_file(staging.path / name, data)
@@ -257,12 +288,21 @@ def run(paths: RunPaths, options: Options, log: Log) -> None:
                     # The run's lineage for deploy: which data and which images made this model.
                     "data_version": inputs.data_manifest.meta.get("data_version"),
                     "images": dict(options.kfp.images),
+                    "versions": dict(options.versions),
+                    "champion_accuracy": champion_accuracy(champion),
+                    "blessed": blessing.blessed,
                 }
             )
     log(
         f"accuracy {evaluation.accuracy:.4f} ({options.k}-NN, {options.vote} vote) on {len(evaluation.y_true)} "
         f"queries, {evaluation.errors} errors -> {paths.analysis}"
     )
+    log(verdict_line(evaluation.accuracy, len(evaluation.y_true), champion, blessing))
+
+
+def champion_accuracy(champion: ChampionResult | None) -> float:
+    """The champion's accuracy on this run's test split; -1.0 when there is none (the KFP parameter's value)."""
+    return champion.accuracy if champion else -1.0
 
 
 def write_file(path: Path, data: bytes) -> None:
@@ -272,12 +312,19 @@ def write_file(path: Path, data: bytes) -> None:
 
 
 def add_kfp_files(
-    out: ArtifactWriter, options: Options, evaluation: Evaluation, files: dict[str, bytes], folder: Path
+    out: ArtifactWriter,
+    options: Options,
+    evaluation: Evaluation,
+    files: dict[str, bytes],
+    folder: Path,
+    champion: ChampionResult | None,
+    blessing: Blessing,
 ) -> None:
     """Stage the typed KFP artifacts (metrics, confusion_matrix, report) and the other files KFP reads back."""
     figures = kfp_outputs.metrics_metadata(evaluation)
     uri = {"uri": file_uri(folder)}
-    out.add("metrics", files["metrics.json"], {**figures, "k": options.k, "vote": options.vote, **uri})
+    judged = {"champion_accuracy": champion_accuracy(champion), "blessed": blessing.blessed}
+    out.add("metrics", files["metrics.json"], {**figures, **judged, "k": options.k, "vote": options.vote, **uri})
     confusion = {"confusionMatrix": kfp_outputs.confusion_matrix_struct(evaluation)}
     out.add("confusion_matrix", files["confusion_matrix.csv"], confusion)
     out.add("report", files["report.html"], {"accuracy": evaluation.accuracy, **uri})
@@ -287,6 +334,10 @@ def add_kfp_files(
 
     if options.accuracy_out:
         out.file(options.accuracy_out, kfp_outputs.accuracy_text(evaluation.accuracy))
+    if options.champion_accuracy_out:
+        out.file(options.champion_accuracy_out, kfp_outputs.accuracy_text(champion_accuracy(champion)))
+    if options.blessed_out:
+        out.file(options.blessed_out, kfp_outputs.bool_text(blessing.blessed))
     if options.metrics_out:
         out.file(options.metrics_out, as_json(kfp_outputs.mlpipeline_metrics(evaluation)))
     if options.ui_metadata_out:

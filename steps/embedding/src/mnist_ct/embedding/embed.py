@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -22,12 +23,22 @@ Progress = Callable[[Iterable[int], int], Iterator[int]]
 def load_torchscript(path: Path) -> torch.jit.ScriptModule:
     """torch.jit.load `path` on the CPU, refusing anything that is not a TorchScript archive (exit 3)."""
     require_torchscript(path)
+    return _jit_load(str(path), path, "re-export the model")
+
+
+def load_torchscript_bytes(data: bytes, name: str, fix: str) -> torch.jit.ScriptModule:
+    """The same for a model held in memory (the champion's model.pt, a member of its .mar), called `name`."""
+    require_torchscript(data, name)
+    return _jit_load(io.BytesIO(data), name, fix)
+
+
+def _jit_load(source: str | io.BytesIO, name: str | Path, fix: str) -> torch.jit.ScriptModule:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.13 deprecates TorchScript
-            model = torch.jit.load(str(path), map_location="cpu")
+            model = torch.jit.load(source, map_location="cpu")
     except RuntimeError as e:  # a damaged archive: torch raises RuntimeError with a multi-line message
-        raise ArtifactError(f"{path}: torch.jit.load failed ({_reason(e)}); re-export the model") from None
+        raise ArtifactError(f"{name}: torch.jit.load failed ({_reason(e)}); {fix}") from None
     return model.eval()
 
 
@@ -46,7 +57,7 @@ def to_input(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(images, dtype=np.uint8)).unsqueeze(1).float().div_(255)
 
 
-def check_output(path: Path, out: object, n: int, dim: int | None = None) -> int:
+def check_output(path: Path | str, out: object, n: int, dim: int | None = None) -> int:
     """Refuse output that breaks the contract (float32 [N,D], finite, rows of unit length, D = `dim`); return D."""
     if not isinstance(out, torch.Tensor):
         raise ArtifactError(f"{path}: the model returns {type(out).__name__}, not a tensor [N,D]")
@@ -66,7 +77,7 @@ def check_output(path: Path, out: object, n: int, dim: int | None = None) -> int
     return int(out.shape[1])
 
 
-def run_model(model: torch.jit.ScriptModule, path: Path, x: torch.Tensor) -> object:
+def run_model(model: torch.jit.ScriptModule, path: Path | str, x: torch.Tensor) -> object:
     """The model's output for `x`; a model that fails on contract input is bad input (exit 3)."""
     try:
         return model(x)
@@ -75,7 +86,7 @@ def run_model(model: torch.jit.ScriptModule, path: Path, x: torch.Tensor) -> obj
 
 
 @torch.inference_mode()
-def probe(model: torch.jit.ScriptModule, path: Path, images: np.ndarray) -> int:
+def probe(model: torch.jit.ScriptModule, path: Path | str, images: np.ndarray) -> int:
     """Run the model on a few real images and check the contract; the embedding size D."""
     x = to_input(images[:PROBE_IMAGES])
     return check_output(path, run_model(model, path, x), len(x))
@@ -94,7 +105,7 @@ class Throughput:
 @torch.inference_mode()
 def embed_images(
     model: torch.jit.ScriptModule,
-    path: Path,
+    path: Path | str,
     images: np.ndarray,
     batch_size: int,
     dim: int,

@@ -1,4 +1,5 @@
-"""The step, top to bottom: read the verified model and data set, embed both splits, publish the embeddings."""
+"""The step, top to bottom: read the verified model and data set, embed both splits (and the test split with the
+champion's model, when one is live), publish the embeddings."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import numpy as np
 import torch
 
 from mnist_ct.artifacts import (
+    DEFAULT_MODEL_NAME,
     MAX_THREADS,
     ArtifactError,
     Embeddings,
@@ -15,27 +17,33 @@ from mnist_ct.artifacts import (
     Producer,
     RunPaths,
     UsageError,
+    check_model_name,
+    find_champion,
     read_manifest,
     read_split,
     thread_count,
     verify_file,
     write_embeddings,
 )
+from mnist_ct.artifacts.champion import MODEL_MEMBER, Champion
 
-from .embed import Progress, Throughput, embed_images, load_torchscript, probe
+from .embed import Progress, Throughput, embed_images, load_torchscript, load_torchscript_bytes, probe
 
 STEP = "embedding"
 MODEL_KIND = "model"
 MAX_BATCH = 65_536
 SPLITS = ("train", "test")  # the gallery and the queries
+CHAMPION_FILE = "champion/test.npy"  # the test split embedded by the champion's model, for analysis
 
 
 @dataclass(frozen=True)
 class Options:
     batch_size: int = 512  # images per forward pass
     threads: int = 0  # torch CPU threads; 0: every core this process may use
+    model_name: str = DEFAULT_MODEL_NAME  # the served model whose champion embeds the test split too
 
     def __post_init__(self) -> None:
+        check_model_name(self.model_name)
         if not 1 <= self.batch_size <= MAX_BATCH:
             raise UsageError(f"--batch-size {self.batch_size}: must be from 1 to {MAX_BATCH}")
         if not 0 <= self.threads <= MAX_THREADS:
@@ -65,6 +73,15 @@ def run(paths: RunPaths, options: Options, log: Log) -> None:
         raise ArtifactError(f"{model_path}: the model returns D={dim}, but {says}; rerun train_model")
     if model_manifest.inputs.get("dataset") not in (None, data_manifest.digest):
         log(f"note: the model was trained on another data set than {paths.dataset} (manifest digests differ)")
+    # Found (and its model checked) before any work: a champion that cannot be trusted fails the run here.
+    champion = find_champion(paths.deploy_root, options.model_name)
+    if champion is not None:
+        champion_name = f"{champion.archive} member {MODEL_MEMBER}"
+        fix = f"the champion ({options.model_name} version {champion.version}) is broken: roll back or redeploy"
+        champion_model = load_torchscript_bytes(champion.member(MODEL_MEMBER), champion_name, fix)
+        champion_dim = probe(champion_model, champion_name, test.images)
+    else:
+        log(f"no champion: nothing live for model {options.model_name!r} on {paths.deploy_root}")
 
     splits, timing = {}, {}
     for name, split in zip(SPLITS, (train, test), strict=True):
@@ -83,16 +100,36 @@ def run(paths: RunPaths, options: Options, log: Log) -> None:
             f"({tp.images_per_second:.0f} images/s)"
         )
     total = Throughput(sum(t.images for t in timing.values()), sum(t.seconds for t in timing.values()))
+    extra = {}
+    if champion is not None:
+        vectors, tp = embed_images(
+            champion_model, champion_name, test.images, options.batch_size, champion_dim, progress_bar(log, "champion")
+        )
+        extra[CHAMPION_FILE] = vectors
+        timing["champion"] = tp
+        log(
+            f"champion {champion.version}: test: {tp.images} images -> [{tp.images},{champion_dim}] in "
+            f"{tp.seconds:.2f} s ({tp.images_per_second:.0f} images/s)"
+        )
     meta = {
         "batch_size": options.batch_size,
         "threads": threads,
         "images_per_second": total.images_per_second,
         "seconds": {name: t.seconds for name, t in timing.items()},
         "model": {"embedding_dim": dim, "producer": model_manifest.producer.version},
+        # Which champion embedded champion/test.npy: analysis reads exactly this version back from history.
+        "champion": champion_meta(champion, extra),
     }
     inputs = {"model": model_manifest.digest, "dataset": data_manifest.digest}
-    write_embeddings(out, splits, Producer.of(STEP), inputs, meta)  # publish() names the folder on OS errors
+    write_embeddings(out, splits, Producer.of(STEP), inputs, meta, extra)  # publish() names the folder on OS errors
     log(f"embeddings: {total.images} images at {total.images_per_second:.0f} images/s -> {out}")
+
+
+def champion_meta(champion: Champion | None, extra: dict[str, np.ndarray]) -> dict[str, object] | None:
+    """The manifest's record of the champion (its summary and embedding size), None when there is none."""
+    if champion is None:
+        return None
+    return {**champion.summary(), "embedding_dim": int(extra[CHAMPION_FILE].shape[1]), "file": CHAMPION_FILE}
 
 
 def progress_bar(log: Log, name: str) -> Progress:
