@@ -14,6 +14,7 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -22,9 +23,11 @@ from mnist_ct.artifacts import (
     Producer,
     RunPaths,
     Split,
+    find_champion,
     publish,
     read_dataset,
     read_manifest,
+    read_verified,
     sha256_file,
     write_embeddings,
 )
@@ -183,3 +186,45 @@ def replace_listed_file(folder: Path, name: str, data: bytes) -> None:
     doc["files"][name] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
     manifest_path.write_text(json.dumps(doc))
     read_manifest(folder)  # still a valid manifest
+
+
+def measure_champion(deploy_root: Path, test: Split, model_name: str = "mnist") -> dict[str, Any] | None:
+    """metrics.json's `champion` as analysis measures it: the live champion (find_champion, verified) run on
+    `test`, this run's test split, with its own model.pt, index, labels and k-NN setting; None if nothing is live."""
+    import faiss
+
+    champion = find_champion(deploy_root, model_name)
+    if champion is None:
+        return None
+    index = faiss.deserialize_index(np.frombuffer(champion.member("index.faiss"), dtype=np.uint8))
+    labels = np.load(io.BytesIO(champion.member("labels.npy")), allow_pickle=False)
+    k, vote = champion.serving["k"], champion.serving["vote"]
+    scores, ids = index.search(embed(champion.member("model.pt"), test.images), k)
+    predicted, _ = knn_vote(labels[ids], scores, vote)
+    return {
+        "version": champion.version,
+        "run_id": champion.run_id,
+        "accuracy": float((predicted == test.labels).mean()),
+        "archive_sha256": champion.archive_sha256,
+        "k": k,
+        "vote": vote,
+    }
+
+
+def record_champion(run: FixtureRun, model_root: Path, champion: Any, versions: dict[str, str] | None = None) -> None:
+    """Republish `run`'s analysis in `model_root` (a copy of its model volume) as an analysis that measures the
+    champion writes it: metrics.json with `champion` (as given: measure_champion's, None, or a bad value) and
+    `blessing`, and the step versions in its manifest."""
+    folder = model_root / "runs" / run.paths.run_id / "analysis"
+    recorded = read_verified(folder, "analysis")
+    metrics = json.loads((folder / "metrics.json").read_text())
+    accuracy = metrics["accuracy"]
+    rival = champion.get("accuracy") if isinstance(champion, dict) else None
+    blessed = champion is None or (isinstance(rival, (int, float)) and accuracy >= rival)
+    metrics["champion"] = champion
+    metrics["blessing"] = {"blessed": blessed, "baseline": 0.8, "min_improvement": 0.0, "reason": "fixture"}
+    with publish(folder, "analysis", Producer("analysis", FIXTURE), recorded.inputs) as staging:
+        (staging.path / "metrics.json").write_text(json.dumps(metrics))
+        staging.meta.update(recorded.meta)
+        if versions is not None:
+            staging.meta["versions"] = versions

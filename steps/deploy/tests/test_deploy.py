@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from fixture_run import cli_roots
 
-from mnist_ct.artifacts import knn, read_verified, sha256_file
+from mnist_ct.artifacts import digits, knn, read_verified, sha256_file
 from mnist_ct.artifacts.testing import assert_readme_documents
 from mnist_ct.deploy.__main__ import build_parser, build_serve_parser, main
 from mnist_ct.deploy.event_log import read_events
@@ -26,6 +26,7 @@ EXPECTED = {
     "deployment.json",
     "requirements.txt",
     "mnist_ct_knn.py",
+    "mnist_ct_digits.py",
 }
 
 
@@ -55,6 +56,7 @@ def test_archive_unpacks_with_the_run_files_handler_and_metadata(runs, deploy_ro
     handler_src = Path(__file__).parents[1] / "src/mnist_ct/deploy/handler.py"
     assert (out / "handler.py").read_bytes() == handler_src.read_bytes()
     assert (out / "mnist_ct_knn.py").read_bytes() == Path(knn.__file__).read_bytes()  # the one vote, copied
+    assert (out / "mnist_ct_digits.py").read_bytes() == Path(digits.__file__).read_bytes()  # the one decoding
     assert (out / "requirements.txt").read_text().startswith("faiss-cpu")
     meta = json.loads((out / "deployment.json").read_text())
     assert meta["accuracy"] == pytest.approx(good.accuracy)

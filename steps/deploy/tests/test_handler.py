@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import subprocess
 import sys
 import zipfile
@@ -18,11 +19,11 @@ import pytest
 from fixture_run import cli_roots
 from PIL import Image
 
-from mnist_ct.artifacts import knn
+from mnist_ct.artifacts import digits, knn
 from mnist_ct.artifacts.testing import KNN_VOTE_CASES
 from mnist_ct.deploy import handler
 from mnist_ct.deploy.__main__ import main
-from mnist_ct.deploy.handler import DigitService, RequestError, decode_image, request_images
+from mnist_ct.deploy.handler import DigitService, RequestError, request_images
 
 
 def encode(image: Image.Image, fmt: str = "PNG", **kw) -> bytes:
@@ -36,59 +37,13 @@ def digit(runs) -> np.ndarray:
     return runs["good"].test.images[0]
 
 
-def test_a_28x28_png_comes_back_pixel_for_pixel(digit):
-    assert np.array_equal(decode_image(encode(Image.fromarray(digit))), digit)
+# The conversion itself (alpha ink, 16-bit, inversion, resizing, 400/413) is mnist_ct.artifacts.digits, tested in
+# libs/artifacts/tests/test_digits.py; here: the handler has no decoding of its own, and uses it per request.
 
 
-def test_dark_on_light_is_inverted_to_white_on_black(digit):
-    assert np.array_equal(decode_image(encode(Image.fromarray(255 - digit))), digit)
-
-
-def test_any_size_and_colour_is_resized_to_28x28_grayscale(digit):
-    big = Image.fromarray(digit).resize((280, 280), Image.Resampling.NEAREST).convert("RGB")
-    out = decode_image(encode(big, "JPEG", quality=95))
-    assert out.shape == (28, 28) and out.dtype == np.uint8
-    assert np.abs(out.astype(int) - digit.astype(int)).mean() < 12
-
-
-def test_transparent_canvas_uses_alpha_as_ink(digit):
-    rgba = np.zeros((28, 28, 4), dtype=np.uint8)  # black strokes on a transparent background
-    rgba[..., 3] = digit
-    assert np.array_equal(decode_image(encode(Image.fromarray(rgba, "RGBA"))), digit)
-
-
-def test_16_bit_png_is_scaled_not_clipped(digit):
-    image = Image.fromarray(digit.astype(np.uint16) * 257)
-    out = decode_image(encode(image))
-    assert np.abs(out.astype(int) - digit.astype(int)).max() <= 1
-
-
-@pytest.mark.parametrize(
-    ("data", "status", "words"),
-    [
-        (b"", 400, "empty"),
-        (b"definitely not an image", 400, "not a PNG or JPEG"),
-        (encode(Image.new("L", (28, 28)), "GIF"), 400, "not a PNG or JPEG"),
-        (encode(Image.new("L", (28, 28)), "BMP"), 400, "not a PNG or JPEG"),
-    ],
-)
-def test_non_images_get_400(data, status, words):
-    with pytest.raises(RequestError) as e:
-        decode_image(data)
-    assert e.value.status == status and words in e.value.message
-
-
-def test_truncated_png_gets_400(digit):
-    with pytest.raises(RequestError) as e:
-        decode_image(encode(Image.fromarray(digit).resize((200, 200)))[:300])
-    assert e.value.status == 400
-
-
-def test_image_with_too_many_pixels_gets_413_before_decoding():
-    huge = encode(Image.new("L", (3000, 3000)))  # small file, 9 Mpixel
-    with pytest.raises(RequestError) as e:
-        decode_image(huge, max_pixels=1_000_000)
-    assert e.value.status == 413 and "3000x3000" in e.value.message
+def test_the_handler_decodes_with_the_one_shared_conversion():
+    assert handler.decode_image is digits.decode_image and RequestError is digits.DigitImageError
+    assert not hasattr(handler, "to_mnist")
 
 
 def test_request_formats_all_yield_the_image_bytes(digit):
@@ -216,13 +171,49 @@ def test_the_handler_has_no_vote_of_its_own():
     assert not hasattr(handler, "vote")
 
 
-def test_inside_the_archive_the_handler_votes_with_the_copy_beside_it_and_needs_no_mnist_ct(unpacked):
-    # As TorchServe loads it: the unpacked archive on sys.path, and here no mnist_ct package importable.
-    code = (
-        "import sys; sys.modules['mnist_ct'] = None; sys.path.insert(0, sys.argv[1]); import handler; "
-        "print(handler.knn_vote.__module__, handler.knn_vote.__code__.co_filename)"
+SERVE_FROM_THE_ARCHIVE = """
+import json, sys
+sys.modules["mnist_ct"] = None  # no mnist_ct package importable, as in TorchServe's worker
+sys.path.insert(0, sys.argv[1])  # TorchServe puts the unpacked archive on the worker's sys.path
+import handler
+
+class Context:
+    system_properties = {"model_dir": sys.argv[1]}
+    statuses = {}
+    def set_response_status(self, code, phrase="", idx=0):
+        self.statuses[idx] = code
+
+context = Context()
+handler.handle(None, context)
+rows = [{"body": bytearray(open(path, "rb").read())} for path in sys.argv[2:]]
+answers = handler.handle([*rows, {"body": bytearray(b"garbage")}], context)
+print(json.dumps({
+    "modules": [handler.knn_vote.__module__, handler.decode_image.__module__],
+    "files": [handler.knn_vote.__code__.co_filename, handler.decode_image.__code__.co_filename],
+    "answers": answers,
+    "statuses": context.statuses,
+}))
+"""
+
+
+def test_inside_the_archive_the_handler_serves_with_the_copies_beside_it_and_needs_no_mnist_ct(
+    runs, unpacked, service, tmp_path
+):
+    # The real deployed archive, unpacked as TorchServe unpacks it, in a fresh interpreter that cannot import
+    # mnist_ct: the handler loads, decodes with mnist_ct_digits.py and votes with mnist_ct_knn.py.
+    test = runs["good"].test
+    pngs = []
+    for i, image in enumerate(test.images[:8]):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(255 - image).resize((56, 56)).save(path)  # dark on light, twice the size: converted
+        pngs.append(path)
+    done = subprocess.run(
+        [sys.executable, "-c", SERVE_FROM_THE_ARCHIVE, str(unpacked), *map(str, pngs)], capture_output=True, text=True
     )
-    done = subprocess.run([sys.executable, "-c", code, str(unpacked)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    module, filename = done.stdout.split()
-    assert module == "mnist_ct_knn" and Path(filename) == unpacked / "mnist_ct_knn.py"
+    out = json.loads(done.stdout.splitlines()[-1])
+    assert out["modules"] == ["mnist_ct_knn", "mnist_ct_digits"]
+    assert [Path(f) for f in out["files"]] == [unpacked / "mnist_ct_knn.py", unpacked / "mnist_ct_digits.py"]
+    in_process = service.handle([{"body": bytearray(p.read_bytes())} for p in pngs], RecordingContext())
+    assert out["answers"][:8] == in_process  # the archive's copies answer exactly as the shared package
+    assert out["answers"][8]["code"] == 400 and out["statuses"] == {"8": 400}

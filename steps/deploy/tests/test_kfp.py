@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from fixture_run import FixtureRun, cli_roots
 
-from mnist_ct.artifacts import IMAGES_ENV, Producer, publish, read_manifest, read_verified, sha256_file
+from mnist_ct.artifacts import IMAGES_ENV, VERSIONS_ENV, Producer, publish, read_manifest, read_verified, sha256_file
 from mnist_ct.artifacts.testing import assert_readme_documents, executor_input, read_executor_output
 from mnist_ct.deploy.__main__ import build_history_parser, main
 from mnist_ct.deploy.event_log import read_events
@@ -19,6 +19,7 @@ from mnist_ct.deploy.step import ARTIFACTS
 README = Path(__file__).parents[1] / "README.md"
 STEPS = ("preprocess", "validate", "train_model", "embedding", "train_faiss", "analysis", "deploy")
 IMAGES = {step: f"127.0.0.1:5000/mnist-ct-{step}@sha256:{n:064x}" for n, step in enumerate(STEPS, 1)}
+VERSIONS = {step: f"0.{n}.0" for n, step in enumerate(STEPS, 1)}
 
 
 def kfp_args(tmp_path: Path) -> tuple[Path, Path, list[str]]:
@@ -45,6 +46,7 @@ def test_the_model_artifact_is_the_deployment_record_with_archive_lineage_and_im
     runs: dict[str, FixtureRun], deploy_root, tmp_path, monkeypatch
 ):
     monkeypatch.setenv(IMAGES_ENV, json.dumps(IMAGES))
+    monkeypatch.setenv(VERSIONS_ENV, json.dumps(VERSIONS))
     output_file, artifact, kfp = kfp_args(tmp_path)
 
     assert main([*cli_roots(runs["good"], deploy_root), *kfp]) == 0
@@ -61,6 +63,7 @@ def test_the_model_artifact_is_the_deployment_record_with_archive_lineage_and_im
             "uri": archive.absolute().as_uri(),
             "live": True,
             "images": IMAGES,  # the fixture's analysis recorded none: deploy's own MNIST_CT_IMAGES
+            "versions": VERSIONS,  # likewise: deploy's own MNIST_CT_STEP_VERSIONS
             "data_version": None,
             "dataset_sha256": dataset_sha256,
             "step": "deploy",
@@ -71,15 +74,18 @@ def test_the_model_artifact_is_the_deployment_record_with_archive_lineage_and_im
     }
     assert sha256_file(deploy_root / "model-store/mnist.mar") == sha256_file(archive)
     event = read_events(deploy_root)[-1]
-    assert (event["images"], event["dataset_sha256"]) == (IMAGES, dataset_sha256)
+    assert (event["images"], event["versions"], event["dataset_sha256"]) == (IMAGES, VERSIONS, dataset_sha256)
     assert json.loads(artifact.read_text())["images"] == IMAGES
+    assert json.loads(artifact.read_text())["versions"] == VERSIONS
 
 
 def test_the_images_analysis_recorded_are_the_ones_deployed_even_by_hand(
     runs: dict[str, FixtureRun], deploy_root, tmp_path, capsys, monkeypatch
 ):
-    """The run that made the model knew its images; a deploy run by hand later (no MNIST_CT_IMAGES) keeps them."""
+    """The run that made the model knew its images and step versions; a deploy run by hand later (no
+    MNIST_CT_IMAGES, no MNIST_CT_STEP_VERSIONS) keeps them."""
     monkeypatch.delenv(IMAGES_ENV, raising=False)
+    monkeypatch.delenv(VERSIONS_ENV, raising=False)
     model_root = tmp_path / "model"
     shutil.copytree(runs["good"].paths.model_root, model_root)
     analysis = model_root / "runs/good/analysis"
@@ -87,16 +93,18 @@ def test_the_images_analysis_recorded_are_the_ones_deployed_even_by_hand(
     metrics = (analysis / "metrics.json").read_bytes()
     with publish(analysis, "analysis", Producer("analysis", "0.3.0"), recorded.inputs) as staging:
         (staging.path / "metrics.json").write_bytes(metrics)
-        staging.meta.update(images=IMAGES, data_version="d" * 64)
+        staging.meta.update(images=IMAGES, versions=VERSIONS, data_version="d" * 64)
 
     assert main([*cli_roots(runs["good"], deploy_root), "--model-root", str(model_root)]) == 0
 
     event = read_events(deploy_root)[-1]
-    assert event["images"] == IMAGES and event["data_version"] == "d" * 64
+    assert event["images"] == IMAGES and event["versions"] == VERSIONS and event["data_version"] == "d" * 64
+    assert json.loads((deploy_root / "history/good/deployment.json").read_text())["versions"] == VERSIONS
     lines = history(capsys, deploy_root)
     assert lines[0].endswith("deploy  mnist version good  accuracy " + f"{runs['good'].accuracy:.4f}  (previous: none)")
     assert lines[1] == f"    data: version {'d' * 64}, data set manifest sha256 {event['dataset_sha256']}"
-    assert lines[2:] == [f"    image {step}: {image}" for step, image in sorted(IMAGES.items())]  # as logged
+    assert lines[2] == "    versions: " + ", ".join(f"{step} {v}" for step, v in sorted(VERSIONS.items()))
+    assert lines[3:] == [f"    image {step}: {image}" for step, image in sorted(IMAGES.items())]  # as logged
 
 
 def test_history_shows_every_event_and_not_given_for_a_run_by_hand(
@@ -110,7 +118,12 @@ def test_history_shows_every_event_and_not_given_for_a_run_by_hand(
 
     assert " deploy  mnist version good " in lines[0]
     assert lines[2] == "    images: not given (the run was not started from a compiled pipeline)"
-    assert " refused  mnist version worse " in lines[3] and len(lines) == 4
+    assert " refused  mnist version worse " in lines[3] and len(lines) == 5
+    assert lines[
+        4
+    ] == f"    reason: run worse has accuracy {runs['worse'].accuracy:.4f}, below the live version good " + (
+        f"({runs['good'].accuracy:.4f})"
+    )
     as_json = [json.loads(line) for line in history(capsys, deploy_root, "--json", "--model-name", "mnist")]
     assert as_json == read_events(deploy_root)
     assert history(capsys, deploy_root, "--model-name", "other") == []
@@ -174,6 +187,17 @@ def test_bad_input_malformed_images_variable_exits_2_and_leaves_the_deploy_root_
     assert main(cli_roots(runs["good"], deploy_root)) == 2
 
     assert capsys.readouterr().err.startswith(f"deploy: error: environment variable {IMAGES_ENV}: step 'deploy'")
+    assert not deploy_root.exists()
+
+
+def test_bad_input_malformed_step_versions_variable_exits_2_and_leaves_the_deploy_root_untouched(
+    runs: dict[str, FixtureRun], deploy_root, capsys, monkeypatch
+):
+    monkeypatch.setenv(VERSIONS_ENV, "[1, 2]")
+
+    assert main(cli_roots(runs["good"], deploy_root)) == 2
+
+    assert capsys.readouterr().err.startswith(f"deploy: error: environment variable {VERSIONS_ENV}")
     assert not deploy_root.exists()
 
 

@@ -17,6 +17,7 @@ from mnist_ct.artifacts import (
     bounded_int,
     command_main,
     step_main,
+    step_versions,
 )
 from mnist_ct.artifacts.cli import Log, volume_root
 from mnist_ct.artifacts.paths import DEFAULT_DEPLOY_ROOT
@@ -50,7 +51,8 @@ ROLLBACK_RUN_ID = "rollback"  # a rollback names no run; step_main still builds 
 MAX_READY_TIMEOUT_S = 3600.0
 EPILOG = (
     "Exit codes: 0 done, 2 bad usage, 3 bad input (one line on stderr names the file), "
-    f"{EXIT_REFUSED} refused: the run's accuracy is below the live model's (champion/challenger; --force overrides), "
+    f"{EXIT_REFUSED} refused: the run's accuracy is below the champion's on the same test split, or the live "
+    "version is no longer the champion analysis measured (champion/challenger; --force overrides), "
     "5 the environment (disk full, read-only volume). "
     "Local serving: python -m mnist_ct.deploy serve --deploy-root DIR (see serve --help); the deployments log, "
     "with the images that made each version: python -m mnist_ct.deploy history --deploy-root DIR."
@@ -136,7 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="TorchServe model name: <model>.mar, /predictions/<model>; 1-64 letters, digits, '_' or '-' "
         "(default: %(default)s)",
     )
-    parser.add_argument("--force", action="store_true", help="deploy even if the live model's accuracy is higher")
+    parser.add_argument(
+        "--force", action="store_true", help="deploy even if the champion/challenger check refuses the run"
+    )
     parser.add_argument(
         "--rollback",
         action="store_true",
@@ -202,6 +206,7 @@ def options_from_args(args: argparse.Namespace) -> Options:
         max_pixels=args.max_pixels,
         threads_per_worker=args.threads_per_worker,
         kfp=KfpOutputs.from_args(STEP, ARTIFACTS, args),
+        versions=step_versions(),  # checked here: a malformed variable is bad usage before any work
     )
 
 

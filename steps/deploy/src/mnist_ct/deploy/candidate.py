@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,8 @@ from mnist_ct.artifacts import (
     ArtifactError,
     Manifest,
     RunPaths,
+    UsageError,
+    check_run_id,
     load_array,
     read_manifest,
     read_verified,
@@ -31,6 +33,16 @@ from mnist_ct.artifacts.knn import VOTES
 from .archive import INDEX_FILE, LABELS_FILE, MODEL_FILE
 
 METRICS_FILE = "metrics.json"
+
+
+@dataclass(frozen=True)
+class MeasuredChampion:
+    """The champion analysis measured the run against: the version live then, and its accuracy on THIS run's
+    test split (the figure to compare the run's own accuracy with, not the one recorded when it was deployed)."""
+
+    version: str
+    accuracy: float
+    archive_sha256: str | None  # of the live archive analysis read, where it recorded it
 
 
 @dataclass(frozen=True)
@@ -49,6 +61,13 @@ class Candidate:
     lineage: dict[str, Any]
     images: dict[str, str]  # every step's image in the run that made the model, as analysis recorded them
     data_version: str | None  # the data set's (preprocess), as analysis recorded it
+    # every step's version in the run (MNIST_CT_STEP_VERSIONS as analysis recorded it), {} if it recorded none
+    versions: dict[str, str] = field(default_factory=dict)
+    # metrics.json has a `champion` key (an analysis that measures the champion): `champion` is then what it
+    # measured, None meaning nothing was live. Without the key (an older analysis) both are False/None.
+    measured_champion: bool = False
+    champion: MeasuredChampion | None = None
+    blessing: dict[str, Any] | None = None  # analysis' verdict, as it recorded it
 
     @property
     def dataset_sha256(self) -> str | None:
@@ -86,12 +105,59 @@ def read_metrics(folder: Path, analysis: Manifest) -> dict[str, Any]:
     return doc
 
 
+def _number_0_1(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and 0 <= value <= 1
+
+
+def measured_champion(path: Path, doc: dict[str, Any]) -> tuple[bool, MeasuredChampion | None]:
+    """metrics.json's `champion`: (False, None) without the key, (True, None) for null (nothing was live),
+    (True, the champion) for {"version", "accuracy", ...}; anything else is bad input."""
+    if "champion" not in doc:
+        return False, None
+    value = doc["champion"]
+    if value is None:
+        return True, None
+    if not isinstance(value, dict):
+        raise ArtifactError(f"{path}: 'champion' must be null or an object with version and accuracy, got {value!r}")
+    version: Any = value.get("version")
+    accuracy: Any = value.get("accuracy")
+    sha: Any = value.get("archive_sha256")
+    try:
+        check_run_id(version)
+    except UsageError:
+        raise ArtifactError(
+            f"{path}: champion.version must be the run id of a deployed version, got {version!r}"
+        ) from None
+    if not _number_0_1(accuracy):
+        raise ArtifactError(f"{path}: champion.accuracy must be a number in 0..1, got {accuracy!r}")
+    if sha is not None and not isinstance(sha, str):
+        raise ArtifactError(f"{path}: champion.archive_sha256 must be a string, got {sha!r}")
+    return True, MeasuredChampion(version, float(accuracy), sha)
+
+
+def recorded_blessing(path: Path, doc: dict[str, Any]) -> dict[str, Any] | None:
+    """metrics.json's `blessing` (analysis' verdict), None where it recorded none."""
+    blessing = doc.get("blessing")
+    if blessing is not None and not isinstance(blessing, dict):
+        raise ArtifactError(f"{path}: 'blessing' must be an object, got {blessing!r}")
+    return blessing
+
+
+def _steps_map(folder: Path, analysis: Manifest, key: str, what: str) -> dict[str, str]:
+    value = analysis.meta.get(key, {})
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise ArtifactError(f"{folder / 'manifest.json'}: meta.{key} must map step names to {what}")
+    return dict(value)
+
+
 def recorded_images(folder: Path, analysis: Manifest) -> dict[str, str]:
     """The images analysis recorded (MNIST_CT_IMAGES of its task) in its manifest: step -> image reference."""
-    images = analysis.meta.get("images", {})
-    if not isinstance(images, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in images.items()):
-        raise ArtifactError(f"{folder / 'manifest.json'}: meta.images must map step names to image references")
-    return images
+    return _steps_map(folder, analysis, "images", "image references")
+
+
+def recorded_versions(folder: Path, analysis: Manifest) -> dict[str, str]:
+    """The step versions analysis recorded (MNIST_CT_STEP_VERSIONS of its task): step -> package version."""
+    return _steps_map(folder, analysis, "versions", "package versions")
 
 
 def _describe(m: Manifest) -> dict[str, Any]:
@@ -141,6 +207,7 @@ def read_candidate(paths: RunPaths) -> Candidate:
     vote = metrics.get("vote", analysis.meta.get("vote", "majority"))
     if isinstance(k, bool) or not isinstance(k, int) or k < 1 or vote not in VOTES:
         raise ArtifactError(f"{paths.analysis / METRICS_FILE}: k={k!r}, vote={vote!r} are not a k-NN setting")
+    measured, champion = measured_champion(paths.analysis / METRICS_FILE, metrics)
     return Candidate(
         run_id=paths.run_id,
         model=model,
@@ -158,4 +225,8 @@ def read_candidate(paths: RunPaths) -> Candidate:
         lineage=check_lineage(paths, model, index, analysis),
         images=recorded_images(paths.analysis, analysis),
         data_version=analysis.meta.get("data_version") if isinstance(analysis.meta.get("data_version"), str) else None,
+        versions=recorded_versions(paths.analysis, analysis),
+        measured_champion=measured,
+        champion=champion,
+        blessing=recorded_blessing(paths.analysis / METRICS_FILE, metrics),
     )

@@ -17,8 +17,9 @@ from mnist_ct.artifacts import fsync_dir
 
 LOG_FILE = "deployments.jsonl"
 LIVE_EVENTS = ("deploy", "recovered")  # events that make their version live (a rollback does too, see live_stack)
-# What every event that makes a version live records from its deployment.json: which images and which data made it.
-LINEAGE_KEYS = ("images", "data_version", "dataset_sha256")
+# What every event that makes a version live records from its deployment.json: which images, which step versions
+# and which data made it.
+LINEAGE_KEYS = ("images", "versions", "data_version", "dataset_sha256")
 
 
 def now() -> str:
@@ -84,10 +85,13 @@ def live_stack(events: list[dict[str, Any]], model_name: str) -> list[str]:
     return stack
 
 
+def _accuracy(value: Any) -> str | None:
+    return f"{value:.4f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def describe(event: dict[str, Any]) -> list[str]:
     """An event as `deploy history` prints it: one line, then the data and the image of every step that made it."""
-    accuracy = event.get("accuracy")
-    shown = f"{accuracy:.4f}" if isinstance(accuracy, (int, float)) and not isinstance(accuracy, bool) else "unknown"
+    shown = _accuracy(event.get("accuracy")) or "unknown"
     head = f"{event.get('time', '?')}  {event.get('event', '?')}  {event.get('model', '?')}"
     head += f" version {event.get('version', '?')}  accuracy {shown}"
     if event.get("event") == "deploy":
@@ -96,11 +100,19 @@ def describe(event: dict[str, Any]) -> list[str]:
         head += f"  (from {event.get('from', '?')})"
     elif event.get("event") == "refused":
         head += f"  (live {event.get('live', '?')} has {event.get('live_accuracy')})"
+    champion = _accuracy(event.get("champion_accuracy"))
+    if champion is not None:  # analysis measured the champion on the run's test split (older events lack it)
+        head += f"  champion {event.get('champion', '?')} {champion} on the same test split"
     lines = [head]
+    if event.get("event") == "refused" and isinstance(event.get("reason"), str):
+        lines.append(f"    reason: {event['reason']}")
     if event.get("event") in (*LIVE_EVENTS, "rollback"):
         data = event.get("data_version") or "not recorded"
         digest = event.get("dataset_sha256") or "not recorded"
         lines.append(f"    data: version {data}, data set manifest sha256 {digest}")
+        versions = event.get("versions")
+        if isinstance(versions, dict) and versions:  # recorded since deploy 0.4.0, from a compiled pipeline
+            lines.append("    versions: " + ", ".join(f"{step} {version}" for step, version in versions.items()))
         images = event.get("images")
         if isinstance(images, dict) and images:
             lines.extend(f"    image {step}: {image}" for step, image in images.items())

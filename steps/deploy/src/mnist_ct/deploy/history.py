@@ -25,18 +25,16 @@ from mnist_ct.artifacts import (
     confined,
     publish,
     read_manifest,
-    read_verified,
     sha256_file,
     verify_file,
 )
+from mnist_ct.artifacts.champion import DEPLOYMENT_KIND, read_deployed
 
 from .archive import SETTINGS_FILE, build_archive
 from .candidate import Candidate
 from .event_log import now
 from .live import write_named
 from .serving_config import ServingOptions
-
-DEPLOYMENT_KIND = "deployment"
 
 
 def version_folder(paths: RunPaths, version: str) -> Path:
@@ -59,13 +57,15 @@ def deployment_record(
     serving: ServingOptions,
     producer: Producer,
     images: dict[str, str],
+    versions: dict[str, str],
 ) -> dict[str, Any]:
     """deployment.json: inside the archive (the handler's settings) and beside it in history.
 
-    `images`: every step's image in the run that made the model (step_lineage), with the data set's
-    version and manifest digest: which data and which images made this version.
+    `images` and `versions`: every step's image and package version in the run that made the model, with the
+    data set's version and manifest digest: which data and which code made this version. Where analysis
+    measured the champion, the champion it measured on this run's test split and its verdict too.
     """
-    return {
+    record: dict[str, Any] = {
         "model_name": model_name,
         "version": candidate.run_id,
         "run_id": candidate.run_id,
@@ -75,6 +75,7 @@ def deployment_record(
         "inputs": candidate.inputs,
         "lineage": candidate.lineage,
         "images": images,
+        "versions": versions,
         "data_version": candidate.data_version,
         "dataset_sha256": candidate.dataset_sha256,
         # what the handler reads: k and vote as analysis measured the accuracy
@@ -87,6 +88,16 @@ def deployment_record(
         },
         "torchserve": serving.to_json(),
     }
+    if candidate.measured_champion:
+        record["champion"] = champion_json(candidate)
+        record["blessing"] = candidate.blessing
+    return record
+
+
+def champion_json(candidate: Candidate) -> dict[str, Any] | None:
+    """The champion analysis measured the candidate against (null: nothing was live), as records carry it."""
+    c = candidate.champion
+    return None if c is None else {"version": c.version, "accuracy": c.accuracy, "archive_sha256": c.archive_sha256}
 
 
 def existing_entry(paths: RunPaths, candidate: Candidate, model_name: str) -> Path | None:
@@ -131,10 +142,6 @@ def publish_entry(paths: RunPaths, candidate: Candidate, deployment: dict[str, A
 
 
 def verified_archive(paths: RunPaths, version: str, model_name: str) -> Path:
-    """history/<version>/<model>.mar, verified against its manifest (what a rollback makes live)."""
-    folder = version_folder(paths, version)
-    entry = read_verified(folder, DEPLOYMENT_KIND)
-    mar = folder / f"{model_name}.mar"
-    if mar.name not in entry.files:
-        raise ArtifactError(f"{folder}: has no {mar.name}")
-    return mar
+    """history/<version>/<model>.mar, verified against its manifest (what a rollback makes live): read as every
+    step reads a deployed version (mnist_ct.artifacts.read_deployed), so a rollback target is a valid champion."""
+    return read_deployed(paths.deploy_root, model_name, version).archive

@@ -5,7 +5,10 @@ Deploy (run R):
 2. probe: load model.pt, run it on real digits, check the output against the index (probe.py);
    nothing has touched the deploy volume up to here, so bad input leaves it as it was;
 3. under the deploy root's lock: clean up what a killed run left, reconcile the log with the live archive,
-   refuse a challenger whose accuracy is below the live version's (exit 4, logged; --force deploys anyway);
+   refuse a worse challenger (exit 4, logged; --force deploys anyway): where analysis measured the champion
+   (metrics.json `champion`), the live version must still be the one it measured and the run's accuracy may
+   not be below the champion's on the same test split; for an older analysis, not below the live version's
+   recorded accuracy;
 4. publish history/R/ (the .mar and deployment.json, history.py), copy it over the live archive, write
    config.properties (live.py), and log the deploy last (event_log.py).
 
@@ -17,6 +20,7 @@ both in one `--help` and the pipeline's image keeps one entry point.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +41,13 @@ from mnist_ct.artifacts import (
 from .archive import SETTINGS_FILE, ArchiveInfo, check_model_name
 from .candidate import Candidate, read_candidate
 from .event_log import LINEAGE_KEYS, LOG_FILE, append_event
-from .history import HandlerSettings, deployment_record, existing_entry, publish_entry, verified_archive
+from .history import (
+    HandlerSettings,
+    deployment_record,
+    existing_entry,
+    publish_entry,
+    verified_archive,
+)
 from .live import (
     live_archive,
     live_path,
@@ -96,6 +106,7 @@ class Options:
     max_pixels: int | None = None
     threads_per_worker: int | None = None
     kfp: KfpOutputs = field(default_factory=lambda: KfpOutputs(STEP, ARTIFACTS))  # and MNIST_CT_IMAGES
+    versions: Mapping[str, str] = field(default_factory=dict)  # MNIST_CT_STEP_VERSIONS, read with the options
 
     def __post_init__(self) -> None:
         check_model_name(self.model_name)
@@ -158,8 +169,10 @@ def deploy(paths: RunPaths, options: Options, log: Log) -> None:
     )
     producer = Producer.of(STEP)
     name, version = options.model_name, candidate.run_id
-    # The run's images as analysis recorded them (so a deploy by hand still knows them), else this task's.
+    # The run's images and step versions as analysis recorded them (so a deploy by hand still knows them), else
+    # this task's.
     images = candidate.images or dict(options.kfp.images)
+    versions = candidate.versions or dict(options.versions)
     with (
         on_volume(paths.deploy_root),
         locked(paths.deploy_root, log),
@@ -172,7 +185,7 @@ def deploy(paths: RunPaths, options: Options, log: Log) -> None:
             refuse_a_worse_challenger(paths, candidate, name, live)
         archive = existing_entry(paths, candidate, name)
         if archive is None:
-            record = deployment_record(candidate, name, options.handler, options.torchserve, producer, images)
+            record = deployment_record(candidate, name, options.handler, options.torchserve, producer, images, versions)
             archive = publish_entry(paths, candidate, record, log)
         add_model_artifact(out, archive)  # staged before going live: a full disk stops the deploy before it
         info = make_live(paths, name, archive, version)
@@ -188,6 +201,7 @@ def deploy(paths: RunPaths, options: Options, log: Log) -> None:
                 "accuracy": candidate.accuracy,
                 "previous": live.version if live else None,
                 "previous_accuracy": live.accuracy if live else None,
+                **champion_fields(candidate),
                 "forced": options.force,
                 "mar_sha256": sha256_file(live_path(paths, name)),
                 "inputs": candidate.inputs,
@@ -195,6 +209,8 @@ def deploy(paths: RunPaths, options: Options, log: Log) -> None:
             },
         )
     was = "none" if live is None else f"{live.version} {_fmt(live.accuracy)}"
+    if candidate.champion is not None:
+        was += f" ({_fmt(candidate.champion.accuracy)} on this run's test split)"
     log(
         f"deployed {name} version {version} (accuracy {_fmt(info.accuracy)}; previous: {was}) "
         f"-> {live_path(paths, name)}"
@@ -217,12 +233,61 @@ def add_model_artifact(out: ArtifactWriter, archive: Path) -> None:
     out.add("model", record_bytes, metadata)
 
 
+def champion_fields(candidate: Candidate) -> dict[str, Any]:
+    """What a deploy or refusal event records of the champion analysis measured (None: none, or not measured)."""
+    champion = candidate.champion
+    return {
+        "champion": champion.version if champion else None,
+        "champion_accuracy": champion.accuracy if champion else None,
+    }
+
+
+def refusal(candidate: Candidate, live: ArchiveInfo | None) -> str | None:
+    """Why the candidate may not replace the live version (None: it may). Redeploying the live run is no challenge.
+
+    Where analysis measured the champion, the comparison is of its two figures, both on this run's test split,
+    and only holds while the version it measured is still the live one. An older analysis (no `champion` in
+    metrics.json) is compared with the accuracy the live version recorded when it was deployed.
+    """
+    run = candidate.run_id
+    if live is not None and live.version == run:
+        return None
+    if not candidate.measured_champion:
+        if live is None or (live.accuracy is not None and candidate.accuracy >= live.accuracy):
+            return None
+        return (
+            f"run {run} has accuracy {_fmt(candidate.accuracy)}, below the live version {live.version} "
+            f"({_fmt(live.accuracy)})"
+        )
+    champion = candidate.champion
+    measured = "no champion (nothing was live)" if champion is None else f"champion version {champion.version}"
+    if live is None:
+        if champion is None:
+            return None
+        return f"analysis measured run {run} against {measured}, but nothing is live now; rerun analysis"
+    if champion is None or champion.version != live.version:
+        return (
+            f"analysis measured run {run} against {measured}, but version {live.version} is live now "
+            "(deployed since); rerun analysis to measure the run against it"
+        )
+    if champion.archive_sha256 is not None and champion.archive_sha256 != sha256_file(live.path):
+        return (
+            f"the live archive {live.path} of version {live.version} is not the one analysis measured run {run} "
+            f"against (sha256 {champion.archive_sha256[:12]}); rerun analysis"
+        )
+    if candidate.accuracy < champion.accuracy:
+        return (
+            f"run {run} has accuracy {_fmt(candidate.accuracy)}, below the champion version {champion.version} "
+            f"({_fmt(champion.accuracy)} on the same test split)"
+        )
+    return None
+
+
 def refuse_a_worse_challenger(paths: RunPaths, candidate: Candidate, model_name: str, live: ArchiveInfo | None) -> None:
-    """Champion/challenger: log the refusal and raise ChallengerRefused (exit 4) if the candidate scores lower
-    than the live version (or the live version's accuracy is unknown). Redeploying the live run is no challenge."""
-    if live is None or live.version == candidate.run_id:
-        return
-    if live.accuracy is not None and candidate.accuracy >= live.accuracy:
+    """Champion/challenger: log the refusal (with its reason) and raise ChallengerRefused (exit 4) if `refusal`
+    names one."""
+    reason = refusal(candidate, live)
+    if reason is None:
         return
     append_event(
         paths.deploy_root,
@@ -232,14 +297,13 @@ def refuse_a_worse_challenger(paths: RunPaths, candidate: Candidate, model_name:
             "version": candidate.run_id,
             "run_id": candidate.run_id,
             "accuracy": candidate.accuracy,
-            "live": live.version,
-            "live_accuracy": live.accuracy,
+            "live": live.version if live else None,
+            "live_accuracy": live.accuracy if live else None,
+            **champion_fields(candidate),
+            "reason": reason,
         },
     )
-    raise ChallengerRefused(
-        f"refused: run {candidate.run_id} has accuracy {_fmt(candidate.accuracy)}, below the live version "
-        f"{live.version} ({_fmt(live.accuracy)}); the live model stays (use --force to deploy anyway)"
-    )
+    raise ChallengerRefused(f"refused: {reason}; the live model stays (use --force to deploy anyway)")
 
 
 def roll_back(paths: RunPaths, options: Options, log: Log) -> None:
