@@ -215,7 +215,10 @@ def fake_step_packages(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def fake_steps(fake_step_packages: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The fake steps importable by every Python this test starts (PYTHONPATH); no fault injected."""
     monkeypatch.setenv("PYTHONPATH", str(fake_step_packages))
-    for name in ("MNIST_CT_FAKE_FAIL", "MNIST_CT_FAKE_WAIT", "MNIST_CT_FAKE_ACCURACY"):
+    for name in (
+        "MNIST_CT_FAKE_FAIL", "MNIST_CT_FAKE_WAIT", "MNIST_CT_FAKE_ACCURACY", "MNIST_CT_FAKE_CHAMPION",
+        "MNIST_CT_FAKE_PROCEED",
+    ):  # fmt: skip
         monkeypatch.delenv(name, raising=False)
     return fake_step_packages
 

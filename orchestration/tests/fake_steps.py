@@ -4,7 +4,9 @@
 the options the pipeline passes (typed and bounded as the real steps type them), `options_from_args`
 with a cross-field rule (an index factory string must start with a letter and not end in 0), and `main`
 through mnist_ct.artifacts' `step_main`. `run` publishes a small artifact with mnist_ct.artifacts'
-`publish` (so a failure or a SIGTERM leaves no staging); analysis writes `--accuracy-out`. The steps
+`publish` (so a failure or a SIGTERM leaves no staging); preprocess writes `--proceed-out`, analysis
+`--accuracy-out`, `--champion-accuracy-out`, `--blessed-out` and a metrics.json with `champion` and
+`blessing` (blessed: accuracy > baseline and >= champion + min_improvement). The steps
 that have typed artifacts (pipeline.STEPS) take `--executor-input` and `--output-artifact` through
 mnist_ct.artifacts' KFP outputs, as the real ones do (`add_kfp_arguments`, `KfpOutputs`): each artifact
 a small file, its metadata the common step, step_version (of the installed distribution: none for these,
@@ -12,6 +14,8 @@ a small file, its metadata the common step, step_version (of the installed distr
 Environment:
 
     MNIST_CT_FAKE_ACCURACY=0.9      what analysis reports
+    MNIST_CT_FAKE_CHAMPION=0.95     the champion's accuracy analysis reports (unset: no champion)
+    MNIST_CT_FAKE_PROCEED=false     what preprocess says, unless --only-if-changed false (unset: true)
     MNIST_CT_FAKE_FAIL=validate     that step raises ArtifactError (exit 3, one line naming a file)
     MNIST_CT_FAKE_WAIT=train_model  that step waits (60 s at most) inside publish, after writing `started`
 
@@ -30,6 +34,7 @@ TEMPLATE = '''\
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -50,6 +55,7 @@ class Options:
     index: str
     accuracy_out: Path | None
     kfp: KfpOutputs | None
+    args: argparse.Namespace
 
     def __post_init__(self) -> None:
         if not self.index[:1].isalpha() or self.index.endswith("0"):
@@ -66,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--index", default="Flat")
     parser.add_argument("--k", type=bounded_int(1, 1000), default=1)
     parser.add_argument("--accuracy-out", type=Path)
+    parser.add_argument("--champion-accuracy-out", type=Path)
+    parser.add_argument("--blessed-out", type=Path)
+    parser.add_argument("--proceed-out", type=Path)
+    parser.add_argument("--only-if-changed", choices=["true", "false"], default="true")
+    parser.add_argument("--baseline", type=bounded_float(0, 1), default=0.8)
+    parser.add_argument("--min-improvement", type=bounded_float(-1, 1), default=0.0)
     parser.add_argument("--model-name", default="mnist")
     parser.add_argument("--learning-rate", type=bounded_float(0, 10, low_open=True), default=0.01)
     add_threads_argument(parser, used_by="nothing")
@@ -76,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def options_from_args(args: argparse.Namespace) -> Options:
     kfp = KfpOutputs.from_args(STEP, ARTIFACTS, args) if ARTIFACTS else None
-    return Options(args.index, args.accuracy_out, kfp)
+    return Options(args.index, args.accuracy_out, kfp, args)
 
 
 def write_artifacts(paths: RunPaths, options: Options) -> None:
@@ -99,14 +111,44 @@ def run(paths: RunPaths, options: Options, log) -> int:
         raise ArtifactError(f"{{paths.data_root}}/x.npy is broken")
     with publish(final, FOLDER, Producer(STEP, "0.0.0+fake")) as staging:
         (staging.path / "done.txt").write_text(STEP)
+        if STEP == "analysis":
+            (staging.path / "metrics.json").write_text(json.dumps(verdict(options.args)))
         if os.environ.get("MNIST_CT_FAKE_WAIT") == STEP:
             (volume / "started").write_text(STEP)
             time.sleep(60)
     if options.accuracy_out is not None:
         options.accuracy_out.write_text(os.environ.get("MNIST_CT_FAKE_ACCURACY", "0.9") + "\\n")
+    if STEP == "analysis":
+        found = verdict(options.args)
+        champion = found["champion"]["accuracy"] if found["champion"] else -1.0
+        if options.args.champion_accuracy_out is not None:
+            options.args.champion_accuracy_out.write_text(repr(champion))
+        if options.args.blessed_out is not None:
+            options.args.blessed_out.write_text("true" if found["blessing"]["blessed"] else "false")
+    if STEP == "preprocess" and options.args.proceed_out is not None:
+        forced = options.args.only_if_changed == "false"
+        proceed = forced or os.environ.get("MNIST_CT_FAKE_PROCEED", "true") == "true"
+        options.args.proceed_out.write_text("true" if proceed else "false")
+        log("proceed: " + ("true (forced)" if forced else "true (changed)" if proceed else "false (nothing changed)"))
     write_artifacts(paths, options)
     log("done")
     return 0
+
+
+def verdict(args: argparse.Namespace) -> dict:
+    """The champion and blessing parts of metrics.json, as the real analysis writes them."""
+    accuracy = float(os.environ.get("MNIST_CT_FAKE_ACCURACY", "0.9"))
+    known = os.environ.get("MNIST_CT_FAKE_CHAMPION")
+    champion = {{"version": "v-champion", "accuracy": float(known)}} if known else None
+    if accuracy <= args.baseline:
+        blessed, reason = False, f"accuracy {{accuracy}} is not above the baseline {{args.baseline}}"
+    elif champion and accuracy < champion["accuracy"] + args.min_improvement:
+        blessed, reason = False, f"accuracy {{accuracy}} is below the champion's {{champion['accuracy']}}"
+    else:
+        blessed, reason = True, "above the baseline and the champion" if champion else "above the baseline, no champion"
+    blessing = {{"blessed": blessed, "baseline": args.baseline, "min_improvement": args.min_improvement}}
+    blessing["reason"] = reason
+    return {{"champion": champion, "blessing": blessing}}
 
 
 def main(argv: list[str] | None = None) -> int:

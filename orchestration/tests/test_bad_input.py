@@ -93,7 +93,7 @@ def test_bad_input_run_local_unknown_parameter_lists_the_known_ones(fake_steps, 
         capsys,
         "run-local",
         "unknown pipeline parameter(s) learning_rate; the pipeline takes baseline, dataset, epochs, index, k, "
-        "limit_per_class, model_name, seed",
+        "limit_per_class, min_improvement, model_name, only_if_changed, seed",
     )
     assert made(tmp_path) == []
 
@@ -265,9 +265,17 @@ def test_bad_input_run_local_disk_full_while_a_step_writes(fake_steps, dev_yaml,
 def test_bad_input_run_local_failing_step_gives_its_exit_code_and_line(fake_steps, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("MNIST_CT_FAKE_FAIL", "validate")
     assert run_local(tmp_path / "work") == 3
-    refused(capsys, "run-local", "step validate failed (exit code 3): validate: error: ", "/data/x.npy is broken")
+    refused(
+        capsys,
+        "run-local",
+        "step condition-1/validate failed (exit code 3): validate: error: ",
+        "/data/x.npy is broken",
+    )
     tasks = json.loads((tmp_path / "work" / "kfp" / "r1" / "run.json").read_text())["tasks"]
-    assert [(t["task"], t["status"]) for t in tasks] == [("preprocess", "succeeded"), ("validate", "failed")]
+    assert [(t["task"], t["status"]) for t in tasks] == [
+        ("preprocess", "succeeded"),
+        ("condition-1/validate", "failed"),
+    ]
     assert not (tmp_path / "work" / "model" / "runs" / "r1").exists()
 
 
@@ -296,7 +304,7 @@ def test_bad_input_run_local_interrupted_stops_its_step_which_removes_its_stagin
     assert err.strip().splitlines()[-1] == f"mnist-ct run-local: error: {said}; nothing half-written was left"
     assert [p.name for p in (work / "model" / "runs" / "r1").iterdir()] == []  # the step's staging is gone
     tasks = json.loads((work / "kfp" / "r1" / "run.json").read_text())["tasks"]
-    assert tasks[-1]["task"] == "train-model" and tasks[-1]["status"] == "failed"
+    assert tasks[-1]["task"] == "condition-1/train-model" and tasks[-1]["status"] == "failed"
     assert tasks[-1]["reason"].startswith("interrupted (")
 
 

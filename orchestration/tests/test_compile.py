@@ -119,49 +119,81 @@ def test_the_compiled_pipeline_has_the_designed_structure(strict_yaml):
             "after": sorted(task.get("dependentTasks", [])),
             "cache": task.get("cachingOptions", {}).get("enableCache", False),
         }
+    # The loop: validate .. analysis inside `proceed`, deploy inside `blessed` nested in it.
     assert tasks == {
         "preprocess": {"after": [], "cache": False},
-        "validate": {"after": ["preprocess"], "cache": False},
-        "train-model": {"after": ["validate"], "cache": False},
-        "embedding": {"after": ["train-model"], "cache": False},
-        "train-faiss": {"after": ["embedding"], "cache": False},
-        "analysis": {"after": ["train-faiss"], "cache": False},
-        "condition-1": {"after": ["analysis"], "cache": False},
-        "condition-1/deploy": {"after": [], "cache": False},
+        "condition-1": {"after": ["preprocess"], "cache": False},
+        "condition-1/validate": {"after": [], "cache": False},
+        "condition-1/train-model": {"after": ["validate"], "cache": False},
+        "condition-1/embedding": {"after": ["train-model"], "cache": False},
+        "condition-1/train-faiss": {"after": ["embedding"], "cache": False},
+        "condition-1/analysis": {"after": ["train-faiss"], "cache": False},
+        "condition-1/condition-2": {"after": ["analysis"], "cache": False},
+        "condition-1/condition-2/deploy": {"after": [], "cache": False},
     }
     mounts = {label: sorted(compiled.pvc_mounts(label)) for label in compiled.executors}
+    data, model, deploy = ("data-pvc", "/data"), ("train-model-pvc", "/model"), ("deploy-model-pvc", "/deploy-model")
     assert mounts == {
-        "exec-preprocess": [("data-pvc", "/data")],
-        "exec-validate": [("data-pvc", "/data")],
-        "exec-train-model": [("data-pvc", "/data"), ("train-model-pvc", "/model")],
-        "exec-embedding": [("data-pvc", "/data"), ("train-model-pvc", "/model")],
-        "exec-train-faiss": [("train-model-pvc", "/model")],
-        "exec-analysis": [("data-pvc", "/data"), ("train-model-pvc", "/model")],
-        "exec-deploy": [("deploy-model-pvc", "/deploy-model"), ("train-model-pvc", "/model")],
+        "exec-preprocess": [data, deploy],
+        "exec-validate": [data, deploy],
+        "exec-train-model": [data, model],
+        "exec-embedding": [data, deploy, model],
+        "exec-train-faiss": [model],
+        "exec-analysis": [data, deploy, model],
+        "exec-deploy": [deploy, model],
     }
-    condition = compiled.root["dag"]["tasks"]["condition-1"]
-    assert condition["triggerPolicy"]["condition"] == (
-        "inputs.parameter_values['pipelinechannel--analysis-accuracy'] > "
-        "inputs.parameter_values['pipelinechannel--baseline']"
+    proceed = compiled.root["dag"]["tasks"]["condition-1"]
+    assert proceed["taskInfo"]["name"] == "data-or-steps-changed"
+    assert (
+        proceed["triggerPolicy"]["condition"]
+        == "inputs.parameter_values['pipelinechannel--preprocess-proceed'] == true"
     )
-    assert condition["inputs"]["parameters"]["pipelinechannel--analysis-accuracy"] == {
-        "taskOutputParameter": {"producerTask": "analysis", "outputParameterKey": "accuracy"}
+    assert proceed["inputs"]["parameters"]["pipelinechannel--preprocess-proceed"] == {
+        "taskOutputParameter": {"producerTask": "preprocess", "outputParameterKey": "proceed"}
+    }
+    blessed = compiled.components["comp-condition-1"]["dag"]["tasks"]["condition-2"]
+    assert blessed["taskInfo"]["name"] == "challenger-blessed"
+    assert (
+        blessed["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--analysis-blessed'] == true"
+    )
+    assert blessed["inputs"]["parameters"]["pipelinechannel--analysis-blessed"] == {
+        "taskOutputParameter": {"producerTask": "analysis", "outputParameterKey": "blessed"}
+    }
+    outputs = {
+        c: {n: d["parameterType"] for n, d in compiled.components[c]["outputDefinitions"]["parameters"].items()}
+        for c in ("comp-preprocess", "comp-analysis")
+    }
+    assert outputs == {
+        "comp-preprocess": {"proceed": "BOOLEAN"},
+        "comp-analysis": {"accuracy": "NUMBER_DOUBLE", "champion_accuracy": "NUMBER_DOUBLE", "blessed": "BOOLEAN"},
     }
     analysis = compiled.executors["exec-analysis"]["container"]
     assert analysis["command"] == ["python", "-m", "mnist_ct.analysis"]
-    assert analysis["args"][:6] == [
-        "--run-id",
-        "{{$.inputs.parameters['run_id']}}",
-        "--data-root",
-        "/data",
-        "--model-root",
-        "/model",
-    ]
+    assert analysis["args"][:8] == [
+        "--run-id", "{{$.inputs.parameters['run_id']}}",
+        "--data-root", "/data", "--model-root", "/model", "--deploy-root", "/deploy-model",
+    ]  # fmt: skip
+    pairs = dict(zip(analysis["args"][8::2], analysis["args"][9::2], strict=False))
+    assert {k: pairs[k] for k in ("--baseline", "--min-improvement", "--model-name", "--blessed-out")} == {
+        "--baseline": "{{$.inputs.parameters['baseline']}}",
+        "--min-improvement": "{{$.inputs.parameters['min_improvement']}}",
+        "--model-name": "{{$.inputs.parameters['model_name']}}",
+        "--blessed-out": "{{$.outputs.parameters['blessed'].output_file}}",
+    }
     assert "{{$.outputs.parameters['accuracy'].output_file}}" in analysis["args"]
+    assert "{{$.outputs.parameters['champion_accuracy'].output_file}}" in analysis["args"]
+    preprocess = compiled.executors["exec-preprocess"]["container"]["args"]
+    assert preprocess[preprocess.index("--only-if-changed") + 1] == "{{$.inputs.parameters['only_if_changed']}}"
+    assert preprocess[preprocess.index("--proceed-out") + 1] == "{{$.outputs.parameters['proceed'].output_file}}"
+    for step in ("validate", "embedding"):
+        args = compiled.executors[f"exec-{step}"]["container"]["args"]
+        assert args[args.index("--model-name") + 1] == "{{$.inputs.parameters['model_name']}}"
     params = compiled.pipeline_parameters()
-    assert {"dataset", "epochs", "baseline", "index"} <= set(params)
+    assert {"dataset", "epochs", "baseline", "index", "min_improvement", "only_if_changed"} <= set(params)
     assert params["baseline"]["defaultValue"] == 0.8
     assert params["dataset"]["defaultValue"] == "mnist-5k"
+    assert params["min_improvement"] == {"defaultValue": 0.0, "isOptional": True, "parameterType": "NUMBER_DOUBLE"}
+    assert params["only_if_changed"] == {"defaultValue": True, "isOptional": True, "parameterType": "BOOLEAN"}
     for executor in compiled.executors.values():
         assert {"resourceCpuRequest", "resourceCpuLimit", "resourceMemoryRequest", "resourceMemoryLimit"} <= set(
             executor["container"]["resources"]
@@ -197,20 +229,28 @@ def test_the_compiled_pipeline_declares_the_typed_artifacts_images_and_retries(s
     ]  # fmt: skip
     lock = pinned_lock()
     for executor in compiled.executors.values():
-        [env] = executor["container"]["env"]
-        assert env["name"] == "MNIST_CT_IMAGES"
-        assert json.loads(env["value"]) == {s: lock.image_ref(s) for s in ORDER}
+        env = {e["name"]: json.loads(e["value"]) for e in executor["container"]["env"]}
+        assert env == {  # strict: the lock's images and the versions they were built from
+            "MNIST_CT_IMAGES": {s: lock.image_ref(s) for s in ORDER},
+            "MNIST_CT_STEP_VERSIONS": {s: lock.entry(s).version for s in ORDER},
+        }
     retries = {
         "/".join([*path, name]): task.get("retryPolicy", {}).get("maxRetryCount")
         for path, name, task in compiled.walk_tasks()
     }
     assert retries == {
-        "preprocess": 3, "validate": None, "train-model": 1, "embedding": 2, "train-faiss": 2, "analysis": 2,
-        "condition-1": None, "condition-1/deploy": None,
+        "preprocess": 3, "condition-1": None, "condition-1/validate": None, "condition-1/train-model": 1,
+        "condition-1/embedding": 2, "condition-1/train-faiss": 2, "condition-1/analysis": 2,
+        "condition-1/condition-2": None, "condition-1/condition-2/deploy": None,
     }  # fmt: skip
-    assert compiled.root["dag"]["tasks"]["analysis"]["retryPolicy"] == {
+    assert _gated(compiled.spec)["analysis"]["retryPolicy"] == {
         "maxRetryCount": 2, "backoffDuration": "30s", "backoffFactor": 2.0, "backoffMaxDuration": "3600s",
     }  # fmt: skip
+
+
+def _gated(spec: dict) -> dict:
+    """The tasks inside the `proceed` condition: validate .. analysis and the `blessed` condition."""
+    return spec["components"]["comp-condition-1"]["dag"]["tasks"]
 
 
 def _component(spec: dict, name: str) -> dict:
@@ -259,8 +299,25 @@ def _without_confusion_matrix(spec: dict) -> None:
             "step train_model (exec-train-model): no `--output-artifact model={{$.outputs.artifacts['model'].path}}`",
         ),
         (
-            lambda s: _container(s, "exec-embedding").pop("env"),
+            lambda s: _container(s, "exec-embedding").update(env=_container(s, "exec-embedding")["env"][1:]),
             "step embedding (exec-embedding): no MNIST_CT_IMAGES environment variable",
+        ),
+        (
+            lambda s: _container(s, "exec-train-model")["env"][1].update(value=json.dumps(dict.fromkeys(ORDER, "9.9"))),
+            "step train_model (exec-train-model): MNIST_CT_STEP_VERSIONS differs from the lock's versions for analysis",
+        ),
+        (
+            lambda s: _component(s, "comp-analysis")["outputDefinitions"]["parameters"]["blessed"].update(
+                parameterType="STRING"
+            ),
+            "step analysis: no BOOLEAN output parameter `blessed`",
+        ),
+        (
+            lambda s: _gated(s)["condition-2"]["triggerPolicy"].update(
+                condition="inputs.parameter_values['pipelinechannel--analysis-blessed'] == false"
+            ),
+            "step deploy: condition \"inputs.parameter_values['pipelinechannel--analysis-blessed'] == false\" is not "
+            "`analysis blessed == true`",
         ),
         (
             lambda s: _container(s, "exec-validate")["env"][0].update(
@@ -270,11 +327,11 @@ def _without_confusion_matrix(spec: dict) -> None:
             "embedding, preprocess, train_faiss, train_model, validate",
         ),
         (
-            lambda s: s["root"]["dag"]["tasks"]["train-faiss"].pop("retryPolicy"),
+            lambda s: _gated(s)["train-faiss"].pop("retryPolicy"),
             "step train_faiss (task train-faiss): retryPolicy None is not the designed {'maxRetryCount': 2",
         ),
         (
-            lambda s: s["root"]["dag"]["tasks"]["validate"].update(retryPolicy={"maxRetryCount": 5}),
+            lambda s: _gated(s)["validate"].update(retryPolicy={"maxRetryCount": 5}),
             "step validate (task validate): has a retryPolicy; the design retries it never",
         ),
     ],
@@ -363,11 +420,11 @@ def _condition(spec: dict) -> dict:
         ),
         (
             lambda s, p: _condition(s).update(dependentTasks=[]),
-            "task root/condition-1: input pipelinechannel--analysis-accuracy reads task analysis but does not depend",
+            "task root/condition-1: input pipelinechannel--preprocess-proceed reads task preprocess but does not",
         ),
         (
-            lambda s, p: s["root"]["dag"]["tasks"]["validate"].update(dependentTasks=["analysis"]),
-            "DAG root: dependency cycle among",
+            lambda s, p: _gated(s)["validate"].update(dependentTasks=["analysis"]),
+            "DAG condition-1: dependency cycle among",
         ),
         (
             lambda s, p: s["deploymentSpec"]["executors"]["exec-deploy"]["container"]["args"].append(
@@ -376,8 +433,8 @@ def _condition(spec: dict) -> dict:
             "executor exec-deploy args[",
         ),
         (
-            lambda s, p: s["root"]["dag"]["tasks"]["embedding"].update(componentRef={"name": "comp-nope"}),
-            "task root/embedding: component comp-nope does not exist",
+            lambda s, p: _gated(s)["embedding"].update(componentRef={"name": "comp-nope"}),
+            "task condition-1/embedding: component comp-nope does not exist",
         ),
         (
             lambda s, p: s["deploymentSpec"]["executors"]["exec-deploy"]["container"]["args"].append(
@@ -386,12 +443,12 @@ def _condition(spec: dict) -> dict:
             "executor exec-deploy args[12]: {{$.outputs.artifacts['roc'].path}} names no output artifact",
         ),
         (
-            lambda s, p: s["root"]["dag"]["tasks"]["analysis"]["inputs"].update(
+            lambda s, p: _gated(s)["analysis"]["inputs"].update(
                 artifacts={
                     "model": {"taskOutputArtifact": {"producerTask": "train-model", "outputArtifactKey": "model"}}
                 }
             ),
-            "task root/analysis: input artifacts are not supported",
+            "task condition-1/analysis: input artifacts are not supported",
         ),
     ],
 )
@@ -405,13 +462,12 @@ def test_references_and_conditions_are_checked(strict_yaml, tmp_path, change, me
 def test_the_design_checks_catch_a_missing_condition_and_caching(strict_yaml, tmp_path):
     def change(spec, platform):
         _condition(spec)["triggerPolicy"]["condition"] = (
-            "inputs.parameter_values['pipelinechannel--analysis-accuracy'] >= "
-            "inputs.parameter_values['pipelinechannel--baseline']"
+            "inputs.parameter_values['pipelinechannel--preprocess-proceed'] != true"
         )
         spec["root"]["dag"]["tasks"]["preprocess"]["cachingOptions"] = {"enableCache": True}
 
     problems = problems_of(rewrite(strict_yaml, tmp_path, change))
-    assert any("is not `analysis accuracy > baseline`" in p for p in problems)
+    assert any("is not `preprocess proceed == true`" in p for p in problems)
     assert any(p.startswith("step preprocess (task preprocess): caching is on") for p in problems)
 
 

@@ -26,9 +26,17 @@ class Recording:
     sees_host_paths = False
 
     def __init__(
-        self, accuracy="0.9375", fail: dict[str, int] | None = None, skip_output=False, interrupt="", **broken
+        self,
+        accuracy="0.9375",
+        fail: dict[str, int] | None = None,
+        skip_output=False,
+        interrupt="",
+        proceed="true",
+        blessed="true",
+        **broken,
     ):
         self.accuracy, self.fail, self.skip_output, self.interrupt = accuracy, fail or {}, skip_output, interrupt
+        self.proceed, self.blessed = proceed, blessed  # what preprocess and analysis write
         self.broken = broken  # executor_output=(step, text) or no_artifact=(step, name)
         self.tasks: list[ContainerTask] = []
 
@@ -43,6 +51,10 @@ class Recording:
             return self.fail[step]
         if "--accuracy-out" in args and not self.skip_output:
             Path(args[args.index("--accuracy-out") + 1]).write_text(self.accuracy + "\n")
+        written = {"--proceed-out": self.proceed, "--blessed-out": self.blessed, "--champion-accuracy-out": "-1.0"}
+        for option, text in written.items():
+            if option in args:
+                Path(args[args.index(option) + 1]).write_text(text)
         artifacts = dict(v.split("=", 1) for o, v in zip(args, args[1:], strict=False) if o == "--output-artifact")
         for name, path in artifacts.items():
             if self.broken.get("no_artifact") != (step, name):
@@ -83,23 +95,28 @@ def test_tasks_run_in_order_with_placeholders_resolved_and_volumes_mapped(dev_ya
     ]
     work = tmp_path / "work"
     pre, _, train = executor.tasks[:3]
-    assert pre.args[:10] == [
-        "--run-id", "r1", "--data-root", "/data",
-        "--dataset", "mnist-5k", "--limit-per-class", "20", "--seed", "0",
+    assert pre.args[:18] == [
+        "--run-id", "r1", "--data-root", "/data", "--deploy-root", "/deploy-model",
+        "--dataset", "mnist-5k", "--limit-per-class", "20", "--seed", "0", "--only-if-changed", "true",
+        "--model-name", "mnist", "--proceed-out", "/tmp/kfp/outputs/preprocess/proceed",
     ]  # fmt: skip
     assert [host_path(a, train.mounts) for a in train.args if not a.startswith("{")] == [
         "--run-id", "r1", "--data-root", str(work / "data"), "--model-root", str(work / "model"),
         "--epochs", "3", "--seed", "0", "--threads", "4",
-        "--executor-input", "--output-artifact", "model=/tmp/kfp/artifacts/train-model/model",
+        "--executor-input", "--output-artifact", "model=/tmp/kfp/artifacts/condition-1/train-model/model",
     ]  # fmt: skip
     analysis = executor.tasks[5]
     out_file = analysis.args[analysis.args.index("--accuracy-out") + 1]
-    assert out_file == "/tmp/kfp/outputs/analysis/accuracy"
-    assert host_path(out_file, analysis.mounts) == str(work / "kfp" / "r1" / "outputs" / "analysis" / "accuracy")
-    assert result.task("analysis").outputs == {"accuracy": 0.9375}
+    assert out_file == "/tmp/kfp/outputs/condition-1/analysis/accuracy"
+    outputs = work / "kfp" / "r1" / "outputs"
+    assert host_path(out_file, analysis.mounts) == str(outputs / "condition-1" / "analysis" / "accuracy")
+    # Output parameters read back from their files and typed: bools from "true"/"false".
+    assert result.task("preprocess").outputs == {"proceed": True}
+    assert result.task("analysis").outputs == {"accuracy": 0.9375, "champion_accuracy": -1.0, "blessed": True}
     assert result.task("deploy").status == "succeeded"
-    assert "condition accuracy-above-baseline: true (analysis.accuracy = 0.9375, baseline = 0.8)" in lines
-    assert [t["status"] for t in saved_tasks(tmp_path)] == ["succeeded"] * 8  # 7 steps + the condition
+    assert "condition data-or-steps-changed: true (preprocess.proceed = true)" in lines
+    assert "condition challenger-blessed: true (analysis.blessed = true)" in lines
+    assert [t["status"] for t in saved_tasks(tmp_path)] == ["succeeded"] * 9  # 7 steps + the 2 conditions
     assert {m.container_path for m in executor.tasks[6].mounts} == {
         "/model", "/deploy-model", "/tmp/kfp/outputs", "/tmp/kfp/artifacts",
     }  # fmt: skip
@@ -109,10 +126,11 @@ def test_the_plan_holds_every_task_as_it_will_run_and_creates_nothing(dev_yaml, 
     local, _ = run(dev_yaml, tmp_path, Recording(), epochs="3", model_name="digits")
     planned = local.planned()
     assert [t.name for t in planned] == [
-        "preprocess", "validate", "train-model", "embedding", "train-faiss", "analysis", "condition-1/deploy",
+        "preprocess", *(f"condition-1/{t}" for t in ("validate", "train-model", "embedding", "train-faiss")),
+        "condition-1/analysis", "condition-1/condition-2/deploy",
     ]  # fmt: skip
     assert planned[2].args[8:12] == ["--seed", "0", "--threads", "4"] and "3" in planned[2].args
-    # deploy sits under the condition; its own inputs come from pipeline parameters, so it is planned too.
+    # deploy sits under two conditions; its own inputs come from pipeline parameters, so it is planned too.
     assert planned[-1].args[6:8] == ["--model-name", "digits"]
     assert not (tmp_path / "work").exists()
     executor = Recording()
@@ -121,15 +139,44 @@ def test_the_plan_holds_every_task_as_it_will_run_and_creates_nothing(dev_yaml, 
     assert [(t.name, t.args) for t in executor.tasks] == [(t.name, t.args) for t in planned]
 
 
-def test_accuracy_not_above_the_baseline_skips_deploy(dev_yaml, tmp_path):
-    executor = Recording(accuracy="0.95")
-    local, lines = run(dev_yaml, tmp_path, executor, baseline="1.01")
+def test_a_challenger_not_blessed_skips_deploy(dev_yaml, tmp_path):
+    executor = Recording(blessed="false")
+    local, lines = run(dev_yaml, tmp_path, executor, baseline="0.99", min_improvement="0.01")
     result = local.run()
     assert [t.command[2] for t in executor.tasks][-1] == "mnist_ct.analysis"
+    analysis = executor.tasks[-1]
+    assert analysis.args[analysis.args.index("--baseline") + 1] == "0.99"
+    assert analysis.args[analysis.args.index("--min-improvement") + 1] == "0.01"
     deploy = result.task("deploy")
-    assert deploy.status == "skipped"
-    assert deploy.reason == "condition accuracy-above-baseline is false (analysis.accuracy = 0.95, baseline = 1.01)"
-    assert "condition accuracy-above-baseline: false (analysis.accuracy = 0.95, baseline = 1.01)" in lines
+    assert deploy.status == "skipped" and deploy.path == "condition-1/condition-2/deploy"
+    assert deploy.reason == "condition challenger-blessed is false (analysis.blessed = false)"
+    assert "condition challenger-blessed: false (analysis.blessed = false)" in lines
+
+
+def test_preprocess_saying_nothing_changed_skips_the_nested_conditions_whole(dev_yaml, tmp_path):
+    executor = Recording(proceed="false")
+    local, lines = run(dev_yaml, tmp_path, executor, only_if_changed="false")
+    assert local.arguments["only_if_changed"] is False  # a bool parameter, typed from the command line's text
+    result = local.run()
+    assert [t.command[2] for t in executor.tasks] == ["mnist_ct.preprocess"]
+    assert executor.tasks[0].args[executor.tasks[0].args.index("--only-if-changed") + 1] == "false"
+    why = "condition data-or-steps-changed is false (preprocess.proceed = false)"
+    assert [(t.path, t.status, t.reason) for t in result.tasks[1:]] == [
+        ("condition-1", "skipped", "condition false: preprocess.proceed = false"),
+        *((f"condition-1/{t}", "skipped", why) for t in ("validate", "train-model", "embedding", "train-faiss")),
+        ("condition-1/analysis", "skipped", why),
+        ("condition-1/condition-2", "skipped", why),
+        ("condition-1/condition-2/deploy", "skipped", why),
+    ]
+    assert "condition data-or-steps-changed: false (preprocess.proceed = false)" in lines
+
+
+@pytest.mark.parametrize("written", ["yes", "1", ""])
+def test_a_bool_output_that_is_not_true_or_false_fails_the_task(dev_yaml, tmp_path, written):
+    local, _ = run(dev_yaml, tmp_path, Recording(proceed=written))
+    with pytest.raises(OrchestrationError, match=f"preprocess output proceed: '{written}' is not a valid BOOLEAN"):
+        local.run()
+    assert saved_tasks(tmp_path)[-1]["status"] == "failed"
 
 
 def test_a_failing_step_stops_the_run_with_its_exit_code_and_error(dev_yaml, tmp_path):
@@ -138,11 +185,13 @@ def test_a_failing_step_stops_the_run_with_its_exit_code_and_error(dev_yaml, tmp
     with pytest.raises(StepFailed) as e:
         local.run()
     assert e.value.exit_code == 3
-    assert str(e.value) == f"step validate failed (exit code 3): validate: error: {tmp_path}/work/data/x.npy is broken"
+    assert str(e.value) == (
+        f"step condition-1/validate failed (exit code 3): validate: error: {tmp_path}/work/data/x.npy is broken"
+    )
     assert [t.command[2] for t in executor.tasks] == ["mnist_ct.preprocess", "mnist_ct.validate"]
     assert [(t["task"], t["status"]) for t in saved_tasks(tmp_path)] == [
         ("preprocess", "succeeded"),
-        ("validate", "failed"),
+        ("condition-1/validate", "failed"),
     ]
 
 
@@ -151,8 +200,8 @@ def test_a_step_killed_by_a_signal_fails_the_run_with_128_plus_the_signal(dev_ya
     with pytest.raises(StepFailed) as e:
         local.run()
     assert e.value.exit_code == 137
-    assert str(e.value).startswith("step train-model failed (killed by SIGKILL): train_model: error: ")
-    assert "FAIL train-model after" in lines[-1] and lines[-1].endswith("(killed by SIGKILL)")
+    assert str(e.value).startswith("step condition-1/train-model failed (killed by SIGKILL): train_model: error: ")
+    assert "FAIL condition-1/train-model after" in lines[-1] and lines[-1].endswith("(killed by SIGKILL)")
 
 
 def test_an_interrupted_step_is_recorded_and_the_interrupt_goes_on(dev_yaml, tmp_path):
@@ -160,14 +209,16 @@ def test_an_interrupted_step_is_recorded_and_the_interrupt_goes_on(dev_yaml, tmp
     with pytest.raises(KeyboardInterrupt):
         local.run()
     assert saved_tasks(tmp_path)[-1] | {"seconds": 0} == {
-        "task": "embedding", "display_name": "Embedding: embed train and test splits", "status": "failed",
+        "task": "condition-1/embedding", "display_name": "Embedding: embed train and test splits", "status": "failed",
         "seconds": 0, "outputs": {}, "artifacts": [], "reason": "interrupted (KeyboardInterrupt)",
     }  # fmt: skip
 
 
 def test_a_step_that_does_not_write_its_output_parameter_fails_the_run(dev_yaml, tmp_path):
     local, _ = run(dev_yaml, tmp_path, Recording(skip_output=True))
-    with pytest.raises(StepFailed, match="step analysis exited 0 but did not write its output parameter accuracy"):
+    with pytest.raises(
+        StepFailed, match="step condition-1/analysis exited 0 but did not write its output parameter accuracy"
+    ):
         local.run()
     assert saved_tasks(tmp_path)[-1]["reason"] == "no output parameter accuracy"
 
@@ -194,7 +245,10 @@ def test_an_unsupported_placeholder_is_an_error_not_passed_through(dev_yaml, tmp
     spec["deploymentSpec"]["executors"]["exec-preprocess"]["container"]["args"].append("{{$.pipeline_root}}")
     with pytest.raises(OrchestrationError) as e:
         parse(yaml.safe_dump_all([spec, platform]))
-    assert e.value.problems == ["executor exec-preprocess args[14]: unsupported placeholder {{$.pipeline_root}}"]
+    index = len(spec["deploymentSpec"]["executors"]["exec-preprocess"]["container"]["args"]) - 1
+    assert e.value.problems == [
+        f"executor exec-preprocess args[{index}]: unsupported placeholder {{{{$.pipeline_root}}}}"
+    ]
     # The runner refuses it too, should a pipeline reach it unchecked.
     unchecked = CompiledPipeline(spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"])
     executor = Recording()
@@ -214,15 +268,20 @@ def test_output_artifacts_are_handed_over_as_kfps_launcher_does_and_read_back(de
     given = analysis.args[analysis.args.index("--executor-input") + 1]
     json_format.Parse(given, pipeline_spec_pb2.ExecutorInput(), ignore_unknown_fields=False)
     executor_input = json.loads(given)
-    assert executor_input["inputs"]["parameterValues"] == {"run_id": "r1", "k": 3}
-    assert executor_input["outputs"]["parameters"] == {"accuracy": {"outputFile": "/tmp/kfp/outputs/analysis/accuracy"}}
-    assert executor_input["outputs"]["outputFile"] == "/tmp/kfp/outputs/analysis/executor_output.json"
+    assert executor_input["inputs"]["parameterValues"] == {
+        "run_id": "r1", "k": 3, "baseline": 0.8, "min_improvement": 0.0, "model_name": "mnist",
+    }  # fmt: skip
+    assert executor_input["outputs"]["parameters"] == {
+        name: {"outputFile": f"/tmp/kfp/outputs/condition-1/analysis/{name}"}
+        for name in ("accuracy", "champion_accuracy", "blessed")
+    }
+    assert executor_input["outputs"]["outputFile"] == "/tmp/kfp/outputs/condition-1/analysis/executor_output.json"
     [metrics] = executor_input["outputs"]["artifacts"]["metrics"]["artifacts"]
     assert metrics == {
         "name": "metrics", "type": {"schemaTitle": "system.Metrics", "schemaVersion": "0.0.1"},
-        "uri": (state / "artifacts" / "analysis" / "metrics").as_uri(), "metadata": {},
+        "uri": (state / "artifacts" / "condition-1" / "analysis" / "metrics").as_uri(), "metadata": {},
     }  # fmt: skip
-    assert "report=/tmp/kfp/artifacts/analysis/report" in analysis.args
+    assert "report=/tmp/kfp/artifacts/condition-1/analysis/report" in analysis.args
     # Read back: every artifact with its ExecutorOutput metadata, kept in run.json, shown on the ok line.
     kept = result.task("analysis").artifacts
     assert [(a.name, a.type, a.metadata) for a in kept] == [
@@ -230,13 +289,15 @@ def test_output_artifacts_are_handed_over_as_kfps_launcher_does_and_read_back(de
         ("metrics", "system.Metrics", {"step": "analysis"}),
         ("report", "system.HTML", {"step": "analysis"}),
     ]
-    assert kept[2].path == str(state / "artifacts" / "analysis" / "report")
+    assert kept[2].path == str(state / "artifacts" / "condition-1" / "analysis" / "report")
     assert Path(kept[2].path).read_text() == "analysis report\n"
     saved = {t["task"]: t for t in saved_tasks(tmp_path)}
-    assert saved["condition-1/deploy"]["artifacts"][0]["path"] == str(state / "artifacts/condition-1/deploy/model")
-    assert saved["validate"]["artifacts"] == [] and "--executor-input" not in executor.tasks[1].args
-    assert any(line.startswith("ok   analysis in ") and line.endswith(
-        ", accuracy = 0.9375, artifacts confusion_matrix, metrics, report") for line in lines)  # fmt: skip
+    deploy = "condition-1/condition-2/deploy"
+    assert saved[deploy]["artifacts"][0]["path"] == str(state / "artifacts" / deploy / "model")
+    assert saved["condition-1/validate"]["artifacts"] == [] and "--executor-input" not in executor.tasks[1].args
+    assert any(line.startswith("ok   condition-1/analysis in ") and line.endswith(
+        ", accuracy = 0.9375, blessed = true, champion_accuracy = -1, artifacts confusion_matrix, metrics, report"
+    ) for line in lines)  # fmt: skip
 
 
 def test_a_process_sees_host_paths_in_its_executor_input(dev_yaml, tmp_path):
@@ -244,11 +305,12 @@ def test_a_process_sees_host_paths_in_its_executor_input(dev_yaml, tmp_path):
         sees_host_paths = True
 
     local, _ = run(dev_yaml, tmp_path, Process())
-    analysis = next(t for t in local.planned() if t.name == "analysis")
+    analysis = next(t for t in local.planned() if t.name == "condition-1/analysis")
     executor_input = json.loads(analysis.args[analysis.args.index("--executor-input") + 1])
     state = tmp_path / "work" / "kfp" / "r1"
-    assert executor_input["outputs"]["outputFile"] == str(state / "outputs" / "analysis" / "executor_output.json")
-    assert f"metrics={state / 'artifacts' / 'analysis' / 'metrics'}" in analysis.args
+    outputs, artifacts = state / "outputs" / "condition-1", state / "artifacts" / "condition-1"
+    assert executor_input["outputs"]["outputFile"] == str(outputs / "analysis" / "executor_output.json")
+    assert f"metrics={artifacts / 'analysis' / 'metrics'}" in analysis.args
 
 
 @pytest.mark.parametrize(
@@ -278,7 +340,7 @@ def test_a_bad_executor_output_or_a_missing_artifact_fails_the_task_naming_the_f
     local, _ = run(dev_yaml, tmp_path, executor)
     with pytest.raises(OrchestrationError) as e:
         local.run()
-    step = "train-model" if broken.get("executor_output", ("",))[0] == "train_model" else "analysis"
+    step = "condition-1/" + ("train-model" if broken.get("executor_output", ("",))[0] == "train_model" else "analysis")
     file = "executor_output.json" if "executor_output" in broken else "report"
     assert str(e.value).startswith(f"step {step}") and error in str(e.value) and file in str(e.value)
     assert "\n" not in str(e.value) and e.value.exit_code == exit_code

@@ -7,7 +7,11 @@ from pathlib import Path
 
 from conftest import run_local
 
+from mnist_ct.artifacts import VERSIONS_ENV
+from mnist_ct.orchestration.pipeline import ORDER
 from mnist_ct.orchestration.spec import load
+
+GATED = ["validate", "train-model", "embedding", "train-faiss", "analysis", "deploy"]
 
 
 def test_a_run_checks_runs_and_summarises_what_it_made(fake_steps, tmp_path, capsys):
@@ -16,13 +20,18 @@ def test_a_run_checks_runs_and_summarises_what_it_made(fake_steps, tmp_path, cap
     out = capsys.readouterr().out.splitlines()
     assert out[0] == f"run-local: run r1 of {work / 'kfp' / 'r1' / 'pipeline.yaml'}"
     assert "  options of 7 steps checked by their own parsers" in out
-    assert "accuracy: 0.9000 (baseline 0.8)" in out
+    assert "accuracy: challenger 0.9000, no champion; baseline 0.8" in out
+    assert "blessed: above the baseline, no champion" in out
     assert f"report: {work / 'model' / 'runs' / 'r1' / 'analysis' / 'report.html'} (missing!)" in out  # fakes
     assert "deploy: ran" in out
     assert f"model archive: {work / 'deploy-model' / 'model-store' / 'digits.mar'} (missing!)" in out
     saved = json.loads((work / "kfp" / "r1" / "run.json").read_text())
     assert saved["arguments"]["epochs"] == 2 and saved["arguments"]["model_name"] == "digits"
-    assert [t["status"] for t in saved["tasks"]] == ["succeeded"] * 8
+    assert [t["status"] for t in saved["tasks"]] == ["succeeded"] * 9  # 7 steps, 2 conditions
+    assert saved["outcome"] == {
+        "proceed": True, "proceed_reason": "true (changed)", "challenger_accuracy": 0.9, "champion": None,
+        "blessed": True, "reason": "above the baseline, no champion", "deployed": True, "skipped": [],
+    }  # fmt: skip
     assert (work / "model" / "runs" / "r1" / "train-model" / "manifest.json").is_file()
     state = work / "kfp" / "r1"
     assert sorted(p.name for p in state.iterdir()) == ["artifacts", "outputs", "pipeline.yaml", "run.json"]
@@ -30,20 +39,24 @@ def test_a_run_checks_runs_and_summarises_what_it_made(fake_steps, tmp_path, cap
     kept = {(t["task"], a["name"]): a for t in saved["tasks"] for a in t.get("artifacts", [])}
     assert {k: a["type"] for k, a in kept.items()} == {
         ("preprocess", "dataset"): "system.Dataset",
-        ("train-model", "model"): "system.Model",
-        ("analysis", "confusion_matrix"): "system.ClassificationMetrics",
-        ("analysis", "metrics"): "system.Metrics",
-        ("analysis", "report"): "system.HTML",
-        ("condition-1/deploy", "model"): "system.Model",
+        ("condition-1/train-model", "model"): "system.Model",
+        ("condition-1/analysis", "confusion_matrix"): "system.ClassificationMetrics",
+        ("condition-1/analysis", "metrics"): "system.Metrics",
+        ("condition-1/analysis", "report"): "system.HTML",
+        ("condition-1/condition-2/deploy", "model"): "system.Model",
     }
-    metrics = kept[("analysis", "metrics")]
-    assert metrics["path"] == str(state / "artifacts" / "analysis" / "metrics")
-    assert metrics["uri"] == (state / "artifacts" / "analysis" / "metrics").as_uri()
+    metrics = kept[("condition-1/analysis", "metrics")]
+    assert metrics["path"] == str(state / "artifacts" / "condition-1" / "analysis" / "metrics")
+    assert metrics["uri"] == (state / "artifacts" / "condition-1" / "analysis" / "metrics").as_uri()
     assert Path(metrics["path"]).read_text() == "analysis metrics\n"
-    image = load(state / "pipeline.yaml").executors["exec-analysis"]["container"]["image"]
-    assert metrics["metadata"] == {  # image: from MNIST_CT_IMAGES, the compiled images
-        "step": "analysis", "step_version": "0+unknown", "image": image, "run_id": "r1", "accuracy": 0.9,
+    container = load(state / "pipeline.yaml").executors["exec-analysis"]["container"]
+    # Every task gets every step's version (a dev build: the steps' pyproject versions), as JSON.
+    versions = json.loads(next(e["value"] for e in container["env"] if e["name"] == VERSIONS_ENV))
+    assert metrics["metadata"] == {  # image: from MNIST_CT_IMAGES, the compiled images; version: VERSIONS_ENV
+        "step": "analysis", "step_version": versions["analysis"], "image": container["image"], "run_id": "r1",
+        "accuracy": 0.9,
     }  # fmt: skip
+    assert sorted(versions) == sorted(ORDER) and all(v.count(".") == 2 for v in versions.values())
     assert "artifacts:" in out
     dataset = kept[("preprocess", "dataset")]
     assert (
@@ -52,15 +65,80 @@ def test_a_run_checks_runs_and_summarises_what_it_made(fake_steps, tmp_path, cap
     )
 
 
-def test_a_run_below_the_baseline_says_why_deploy_was_skipped(fake_steps, tmp_path, capsys, monkeypatch):
+def test_a_run_below_the_baseline_is_not_blessed_and_says_why_deploy_was_skipped(
+    fake_steps, tmp_path, capsys, monkeypatch
+):
     monkeypatch.setenv("MNIST_CT_FAKE_ACCURACY", "0.5")
     assert run_local(tmp_path / "work", "--baseline", "0.75") == 0
     out = capsys.readouterr().out.splitlines()
-    assert "condition accuracy-above-baseline: false (analysis.accuracy = 0.5, baseline = 0.75)" in out
-    assert (
-        "deploy: skipped (condition accuracy-above-baseline is false (analysis.accuracy = 0.5, baseline = 0.75))" in out
-    )
+    assert "condition challenger-blessed: false (analysis.blessed = false)" in out
+    assert "not blessed: accuracy 0.5 is not above the baseline 0.75" in out
+    why = "condition challenger-blessed is false (analysis.blessed = false)"
+    assert f"skipped deploy: {why}" in out
+    assert f"deploy: skipped ({why})" in out
     assert not (tmp_path / "work" / "deploy-model" / "runs").exists()
+
+
+def test_a_challenger_below_the_champion_is_not_blessed_and_both_accuracies_are_shown(
+    fake_steps, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setenv("MNIST_CT_FAKE_CHAMPION", "0.95")
+    assert run_local(tmp_path / "work", "-p", "min_improvement=0.01") == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "accuracy: challenger 0.9000, champion 0.9500 (v-champion, on this run's test split); baseline 0.8" in out
+    assert "not blessed: accuracy 0.9 is below the champion's 0.95" in out
+    outcome = json.loads((tmp_path / "work" / "kfp" / "r1" / "run.json").read_text())["outcome"]
+    assert outcome["champion"] == {"version": "v-champion", "accuracy": 0.95}
+    assert (outcome["blessed"], outcome["deployed"]) == (False, False)
+    assert outcome["skipped"] == [
+        {
+            "task": "condition-1/condition-2/deploy",
+            "reason": "condition challenger-blessed is false (analysis.blessed = false)",
+        }
+    ]
+
+
+def test_nothing_changed_skips_everything_after_preprocess_and_says_which_condition(
+    fake_steps, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setenv("MNIST_CT_FAKE_PROCEED", "false")
+    work = tmp_path / "work"
+    assert run_local(work) == 0
+    out = capsys.readouterr().out.splitlines()
+    why = "condition data-or-steps-changed is false (preprocess.proceed = false)"
+    assert "condition data-or-steps-changed: false (preprocess.proceed = false)" in out
+    assert f"skipped {', '.join(GATED)}: {why}" in out  # in the order they would have run
+    assert "preprocess: proceed: false (nothing changed)" in out  # its own line saying why
+    saved = json.loads((work / "kfp" / "r1" / "run.json").read_text())
+    assert saved["outcome"]["proceed"] is False and saved["outcome"]["challenger_accuracy"] is None
+    assert [s["task"].rsplit("/", 1)[-1] for s in saved["outcome"]["skipped"]] == GATED
+    assert sorted(p.name for p in (work / "model").iterdir()) == []  # nothing trained
+    # A bool parameter from the command line: only_if_changed=false makes preprocess say proceed.
+    assert run_local(work, "-p", "only_if_changed=false", run_id="r2") == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "only_if_changed=false" in out[2]
+    assert "condition data-or-steps-changed: true (preprocess.proceed = true)" in out
+    assert "deploy: ran" in out
+
+
+def test_option_checks_that_passed_are_not_repeated_until_the_sources_change(fake_steps, tmp_path, capsys):
+    work = tmp_path / "work"
+    assert run_local(work) == 0
+    assert "  options of 7 steps checked by their own parsers" in capsys.readouterr().out.splitlines()
+    assert run_local(work, run_id="r2") == 0
+    assert "  options of 7 steps checked by their own parsers (7 as passed before, unchanged)" in (
+        capsys.readouterr().out.splitlines()
+    )
+    assert run_local(work, "--epochs", "3", run_id="r3") == 0  # train_model's command line changed
+    assert "(6 as passed before, unchanged)" in capsys.readouterr().out
+    source = fake_steps / "mnist_ct" / "validate" / "__main__.py"
+    source.write_text(source.read_text() + "\n")  # a step's source changed: every check again
+    try:
+        assert run_local(work, "--epochs", "3", run_id="r4") == 0
+        assert "  options of 7 steps checked by their own parsers" in capsys.readouterr().out.splitlines()
+        assert run_local(work, "--epochs", "-1", run_id="r5") == 2  # a refusal is never taken from the cache
+    finally:
+        source.write_text(source.read_text()[:-1])
 
 
 def test_a_compiled_pipeline_file_is_run_as_given(fake_steps, dev_yaml, tmp_path, capsys):

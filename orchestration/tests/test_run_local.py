@@ -6,13 +6,13 @@ skips without them, unless MNIST_CT_REQUIRE_STEPS=1.
 """
 
 import json
+import time
 from pathlib import Path
 
 import pytest
 from conftest import RUNNER_OPTIONS, needs_real_steps
 
 from mnist_ct.orchestration.__main__ import main
-from mnist_ct.orchestration.parameters import text_value
 from mnist_ct.orchestration.spec import load
 
 pytestmark = [pytest.mark.slow, needs_real_steps]
@@ -42,8 +42,45 @@ def test_the_pipeline_runs_end_to_end_and_deploys_above_the_baseline(tmp_path, c
     assert f"report: {report}\n" in out
     assert f"model archive: {mar}\n" in out
     assert "deploy: ran\n" in out
-    assert f"accuracy: {accuracy:.4f} (baseline 0.8)" in out
+    assert f"accuracy: challenger {accuracy:.4f}, no champion; baseline 0.8\n" in out
+    assert "\nblessed: " in out
     check_artifacts(tmp_path, "above", done, out)
+    outcome = json.loads((tmp_path / "kfp" / "above" / "run.json").read_text())["outcome"]
+    assert (outcome["proceed"], outcome["champion"], outcome["blessed"], outcome["deployed"]) == (
+        True,
+        None,
+        True,
+        True,
+    )
+
+    # The same data and the same step versions as the champion just deployed: everything after preprocess
+    # is skipped, saying on which condition, and the run takes seconds (the option checks remembered).
+    started = time.monotonic()
+    assert run_local(tmp_path, "same", "--epochs", "3", "--limit-per-class", "100", "--baseline", "0.8") == 0
+    seconds = time.monotonic() - started
+    out = capsys.readouterr().out
+    assert "  options of 7 steps checked by their own parsers (7 as passed before, unchanged)\n" in out
+    why = "condition data-or-steps-changed is false (preprocess.proceed = false)"
+    gated = "validate, train-model, embedding, train-faiss, analysis, deploy"
+    assert f"skipped {gated}: {why}\n" in out
+    outcome = json.loads((tmp_path / "kfp" / "same" / "run.json").read_text())["outcome"]
+    assert outcome["proceed"] is False and len(outcome["skipped"]) == 6 and not outcome["deployed"]
+    assert seconds < 30, f"a run with nothing to do took {seconds:.1f} s"
+
+    # only_if_changed=false (a bool parameter) retrains anyway; 1 epoch on the champion's data is not
+    # blessed against the 3-epoch champion evaluated on the same test split: deploy is skipped.
+    assert (
+        run_local(tmp_path, "forced", "--epochs", "1", "--limit-per-class", "100", "-p", "only_if_changed=false") == 0
+    )
+    out = capsys.readouterr().out
+    done = tasks(tmp_path, "forced")
+    assert done["analysis"]["status"] == "succeeded"
+    outcome = json.loads((tmp_path / "kfp" / "forced" / "run.json").read_text())["outcome"]
+    assert outcome["champion"]["accuracy"] == pytest.approx(done["analysis"]["outputs"]["champion_accuracy"])
+    assert outcome["champion"]["accuracy"] > 0.5
+    if not outcome["blessed"]:
+        assert done["deploy"]["status"] == "skipped" and outcome["reason"]
+        assert f"\nnot blessed: {outcome['reason']}\n" in out
 
 
 def check_artifacts(workdir, run_id, done, out):
@@ -90,9 +127,11 @@ def test_deploy_is_skipped_when_accuracy_is_not_above_the_baseline(tmp_path, cap
     assert done["analysis"]["status"] == "succeeded"
     assert done["deploy"]["status"] == "skipped"
     accuracy = done["analysis"]["outputs"]["accuracy"]
-    shown = f"analysis.accuracy = {text_value(accuracy)}, baseline = 1.01"
-    assert f"condition accuracy-above-baseline: false ({shown})\n" in out
-    assert f"deploy: skipped (condition accuracy-above-baseline is false ({shown}))\n" in out
+    assert done["analysis"]["outputs"]["blessed"] is False
+    assert "condition challenger-blessed: false (analysis.blessed = false)\n" in out
+    assert "deploy: skipped (condition challenger-blessed is false (analysis.blessed = false))\n" in out
+    assert f"accuracy: challenger {accuracy:.4f}, no champion; baseline 1.01\n" in out
+    assert "\nnot blessed: " in out
     assert not (tmp_path / "deploy-model" / "model-store" / "mnist.mar").exists()
     assert accuracy <= 1.0
 
@@ -103,9 +142,11 @@ def test_a_failing_step_stops_the_run_with_its_error_and_exit_code(tmp_path, cap
     (tmp_path / "model" / "runs" / "failing").write_text("in the way")
     assert run_local(tmp_path, "failing", "--epochs", "1", "--limit-per-class", "30") == 3
     out, err = capsys.readouterr()
-    assert err.startswith("mnist-ct run-local: error: step train-model failed (exit code 3): train_model: error: ")
+    assert err.startswith(
+        "mnist-ct run-local: error: step condition-1/train-model failed (exit code 3): train_model: error: "
+    )
     assert str(tmp_path / "model" / "runs" / "failing") in err and len(err.strip().splitlines()) == 1
-    assert "FAIL train-model" in out
+    assert "FAIL condition-1/train-model" in out
     done = tasks(tmp_path, "failing")
     assert [(t, r["status"]) for t, r in done.items()] == [
         ("preprocess", "succeeded"),

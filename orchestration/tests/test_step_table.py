@@ -85,15 +85,19 @@ def parameter_options(dev_yaml) -> dict[tuple[str, str], str]:
 def test_every_parameter_reaches_a_step_option(dev_yaml):
     options = parameter_options(dev_yaml)
     assert sorted(options) == [
-        ("analysis", "--k"), ("deploy", "--model-name"), ("preprocess", "--dataset"),
-        ("preprocess", "--limit-per-class"), ("preprocess", "--seed"), ("train_faiss", "--index"),
-        ("train_model", "--epochs"), ("train_model", "--seed"),
+        ("analysis", "--baseline"), ("analysis", "--k"), ("analysis", "--min-improvement"),
+        ("analysis", "--model-name"), ("deploy", "--model-name"), ("embedding", "--model-name"),
+        ("preprocess", "--dataset"), ("preprocess", "--limit-per-class"), ("preprocess", "--model-name"),
+        ("preprocess", "--only-if-changed"), ("preprocess", "--seed"), ("train_faiss", "--index"),
+        ("train_model", "--epochs"), ("train_model", "--seed"), ("validate", "--model-name"),
     ]  # fmt: skip
     assert options[("train_model", "--epochs")] == "15"
+    assert options[("preprocess", "--only-if-changed")] == "true"  # a bool parameter, as KFP writes it
+    assert options[("analysis", "--min-improvement")] == "0"
 
 
 @needs_real_steps
-@pytest.mark.parametrize("step", sorted({"analysis", "deploy", "preprocess", "train_faiss", "train_model"}))
+@pytest.mark.parametrize("step", sorted(set(ORDER)))
 def test_parameter_defaults_are_the_steps_own_defaults(dev_yaml, step):
     done = subprocess.run([step_python(step), "-c", STEP_DEFAULTS.format(step=step)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]

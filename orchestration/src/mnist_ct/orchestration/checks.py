@@ -3,28 +3,38 @@
 `spec.parse` already proved the file well-formed (strict protobuf parse, references resolve, CEL
 parses); these checks compare it with the design: one executor per step, its image equal to the lock
 (pinned by digest, or a `repo:version` tag in a dev build), the command line, the PVC mounts, the
-resources, caching off, the run id, the order of the steps and the deploy condition; the typed output
-artifacts (names and schema titles) and the options that hand them to the step (`--executor-input {{$}}`,
-`--output-artifact NAME=<path>`), `MNIST_CT_IMAGES` equal to the lock's images, the retry policies.
+resources, caching off, the run id, the order of the steps and the two nested conditions (validate ..
+analysis under `preprocess.proceed == true`, deploy inside it under `analysis.blessed == true`); the
+typed output artifacts (names and schema titles) and the options that hand them to the step
+(`--executor-input {{$}}`, `--output-artifact NAME=<path>`), the output parameters (`proceed`,
+`accuracy`, `champion_accuracy`, `blessed`) and the pipeline parameters the loop needs, `MNIST_CT_IMAGES`
+equal to the lock's images and `MNIST_CT_STEP_VERSIONS` to its versions (a dev build: the steps'
+pyproject versions), the retry policies.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import tomllib
+from pathlib import Path
 from typing import Any
 
 from mnist_ct.orchestration import cel
-from mnist_ct.orchestration.lock import DIGEST, Lock, LockError
+from mnist_ct.orchestration.lock import DIGEST, LOCK_PATH, Lock, LockError
 from mnist_ct.orchestration.pipeline import (
+    BLESSED_CONDITION,
     DEV_MARKER,
     EXECUTOR_INPUT,
+    GATED,
     IMAGES_ENV,
     ORDER,
+    PROCEED_CONDITION,
     RETRY_BACKOFF,
     RETRY_BACKOFF_FACTOR,
     RETRY_BACKOFF_MAX,
     STEPS,
+    VERSIONS_ENV,
     VOLUMES,
     Step,
     image_tag,
@@ -34,7 +44,20 @@ from mnist_ct.orchestration.spec import CompiledPipeline, output_artifacts
 
 PINNED_IMAGE = re.compile(r"^[^@\s]+@sha256:[0-9a-f]{64}$")
 RUN_ID_ARG = "{{$.inputs.parameters['run_id']}}"
-REQUIRED_PARAMETERS = {"dataset": "STRING", "epochs": "NUMBER_INTEGER", "baseline": "NUMBER_DOUBLE", "index": "STRING"}
+REQUIRED_PARAMETERS = {
+    "dataset": "STRING",
+    "epochs": "NUMBER_INTEGER",
+    "baseline": "NUMBER_DOUBLE",
+    "index": "STRING",
+    "model_name": "STRING",
+    "min_improvement": "NUMBER_DOUBLE",
+    "only_if_changed": "BOOLEAN",
+}
+# Output parameters the loop's conditions and run-local's summary read: step -> name -> type.
+OUTPUT_PARAMETERS = {
+    "preprocess": {"proceed": "BOOLEAN"},
+    "analysis": {"accuracy": "NUMBER_DOUBLE", "champion_accuracy": "NUMBER_DOUBLE", "blessed": "BOOLEAN"},
+}
 
 
 def step_executors(p: CompiledPipeline) -> tuple[dict[str, str], list[str]]:
@@ -81,20 +104,55 @@ def lock_images(lock: Lock, dev: bool) -> dict[str, str | None]:
     return found
 
 
-def _check_images_env(container: dict[str, Any], where: str, images: dict[str, str | None]) -> list[str]:
-    values = [e.get("value", "") for e in container.get("env", []) if e.get("name") == IMAGES_ENV]
+def _repository_steps() -> Path | None:
+    """The `steps/` folder of the checkout: the working directory's or one above it (as find_lock looks),
+    else the one beside these sources (an editable install); None outside any checkout."""
+    start = Path.cwd()
+    for folder in (start, *start.resolve().parents, LOCK_PATH.parents[1]):
+        if (folder / "steps").is_dir() and (folder / "orchestration").is_dir():
+            return folder / "steps"
+    return None
+
+
+def step_versions(lock: Lock, dev: bool) -> dict[str, str]:
+    """Every step's version, MNIST_CT_STEP_VERSIONS: the lock's (strict: the versions its images were built
+    from); a dev build: the step's pyproject version in the checkout, which is what process mode runs and
+    is ahead of the lock until the next image build (so a bumped step retrains), the lock's where the
+    checkout has none."""
+    steps = _repository_steps() if dev else None
+    found: dict[str, str] = {}
+    for step in ORDER:
+        pyproject = steps / step / "pyproject.toml" if steps else None
+        if pyproject is not None and pyproject.is_file():
+            try:
+                found[step] = str(tomllib.loads(pyproject.read_text())["project"]["version"])
+                continue
+            except (tomllib.TOMLDecodeError, KeyError, TypeError) as e:
+                raise LockError(f"{pyproject}: no [project] version ({e.__class__.__name__}: {e})") from None
+        if step in lock.packages:
+            found[step] = lock.entry(step).version
+    return found
+
+
+def _check_json_env(
+    container: dict[str, Any], where: str, name: str, expected: dict[str, str | None], what: str, dev: bool
+) -> list[str]:
+    values = [e.get("value", "") for e in container.get("env", []) if e.get("name") == name]
     if len(values) != 1:
-        return [f"{where}: no {IMAGES_ENV} environment variable (the images of every step, for lineage)"]
+        return [f"{where}: no {name} environment variable (the {what} of every step, for lineage)"]
     try:
         found = json.loads(values[0])
     except json.JSONDecodeError:
-        return [f"{where}: {IMAGES_ENV} is not JSON: {values[0][:60]!r}"]
+        return [f"{where}: {name} is not JSON: {values[0][:60]!r}"]
     if not isinstance(found, dict):
-        return [f"{where}: {IMAGES_ENV} is not a JSON object of step -> image"]
-    differ = sorted(s for s in set(found) | set(images) if images.get(s) is not None and found.get(s) != images.get(s))
-    extra = sorted(set(found) - set(images))
+        return [f"{where}: {name} is not a JSON object of step -> {what.rstrip('s')}"]
+    differ = sorted(
+        s for s in set(found) | set(expected) if expected.get(s) is not None and found.get(s) != expected[s]
+    )
+    extra = sorted(set(found) - set(expected))
     if differ or extra:
-        return [f"{where}: {IMAGES_ENV} differs from the lock's images for {', '.join(differ + extra)}"]
+        source = "the steps' pyproject versions" if what == "versions" and dev else f"the lock's {what}"
+        return [f"{where}: {name} differs from {source} for {', '.join(differ + extra)}"]
     return []
 
 
@@ -138,7 +196,9 @@ def _check_executor(p: CompiledPipeline, step: Step, label: str, lock: Lock, dev
     where = f"step {step.name} ({label})"
     component: dict[str, Any] = next((c for c in p.components.values() if c.get("executorLabel") == label), {})
     problems += _check_artifacts(component, container.get("args", []), step, where)
-    problems += _check_images_env(container, where, lock_images(lock, dev))
+    problems += _check_json_env(container, where, IMAGES_ENV, lock_images(lock, dev), "images", dev)
+    versions: dict[str, str | None] = {s: None for s in ORDER} | dict(step_versions(lock, dev))
+    problems += _check_json_env(container, where, VERSIONS_ENV, versions, "versions", dev)
 
     image = container.get("image", "")
     try:
@@ -191,29 +251,70 @@ def _task_of(p: CompiledPipeline, labels: dict[str, str]) -> dict[str, tuple[lis
     return tasks
 
 
-def _check_condition(p: CompiledPipeline, tasks: dict[str, tuple[list[str], str, dict[str, Any]]]) -> list[str]:
-    if "deploy" not in tasks or "analysis" not in tasks:
-        return []
-    path, _, _ = tasks["deploy"]
-    if len(path) != 1:
-        return [f"step deploy: must run inside exactly one condition, found it under {path or 'the root'}"]
-    condition_task = p.root["dag"]["tasks"].get(path[0], {})
-    condition = condition_task.get("triggerPolicy", {}).get("condition")
-    if not condition:
-        return [f"step deploy: its enclosing task {path[0]} has no triggerPolicy.condition"]
-    analysis_task = tasks["analysis"][1]
+def _is_true(condition: str, inputs: dict[str, Any], producer: str, key: str) -> bool:
+    """Whether `condition` is `<producer>.<key> == true` (kfp's form of `dsl.If(task.outputs[key] == True)`)."""
     node = cel.parse(condition)
-    inputs = condition_task.get("inputs", {}).get("parameters", {})
-    ok = (
-        isinstance(node, cel.Binary)
-        and node.op == ">"
-        and isinstance(node.left, cel.Parameter)
-        and isinstance(node.right, cel.Parameter)
-        and inputs.get(node.left.name, {}).get("taskOutputParameter")
-        == {"producerTask": analysis_task, "outputParameterKey": "accuracy"}
-        and inputs.get(node.right.name, {}).get("componentInputParameter") == "baseline"
+    if not isinstance(node, cel.Binary) or node.op != "==":
+        return False
+    sides = (node.left, node.right)
+    parameter = next((n for n in sides if isinstance(n, cel.Parameter)), None)
+    literal = next((n for n in sides if isinstance(n, cel.Literal)), None)
+    return (
+        parameter is not None
+        and literal is not None
+        and literal.value is True
+        and inputs.get(parameter.name, {}).get("taskOutputParameter")
+        == {"producerTask": producer, "outputParameterKey": key}
     )
-    return [] if ok else [f"step deploy: condition {condition!r} is not `analysis accuracy > baseline`"]
+
+
+def _check_conditions(p: CompiledPipeline, tasks: dict[str, tuple[list[str], str, dict[str, Any]]]) -> list[str]:
+    """preprocess in the root DAG; validate .. analysis in one condition of the root DAG on preprocess's
+    `proceed == true` (after preprocess); deploy in a condition inside it on analysis' `blessed == true`."""
+    problems: list[str] = []
+    if "preprocess" in tasks and tasks["preprocess"][0]:
+        problems.append(f"step preprocess: must be in the root DAG, found under {tasks['preprocess'][0]}")
+    gated = {step: tasks[step][0] for step in GATED if step in tasks}
+    outer = next(iter(gated.values()), None)
+    for step, path in gated.items():
+        if len(path) != 1 or path != outer:
+            problems.append(f"step {step}: must run inside the one condition {PROCEED_CONDITION}, found under {path}")
+    if not outer or len(outer) != 1 or "preprocess" not in tasks:
+        return problems
+    outer_task = p.root["dag"]["tasks"].get(outer[0], {})
+    where = f"condition {outer[0]}"
+    condition = outer_task.get("triggerPolicy", {}).get("condition")
+    preprocess = tasks["preprocess"][1]
+    if outer_task.get("taskInfo", {}).get("name") != PROCEED_CONDITION:
+        shown = outer_task.get("taskInfo", {}).get("name")
+        problems.append(f"{where}: display name {shown!r}, designed {PROCEED_CONDITION}")
+    if not condition:
+        problems.append(f"{where} (around validate .. analysis): no triggerPolicy.condition")
+    elif not _is_true(condition, outer_task.get("inputs", {}).get("parameters", {}), preprocess, "proceed"):
+        problems.append(f"{where}: condition {condition!r} is not `preprocess proceed == true`")
+    if preprocess not in outer_task.get("dependentTasks", []):
+        problems.append(f"{where}: does not run after preprocess")
+
+    if "deploy" not in tasks or "analysis" not in tasks:
+        return problems
+    path = tasks["deploy"][0]
+    if len(path) != 2 or path[0] != outer[0]:
+        return [*problems, f"step deploy: must run in a condition inside {outer[0]}, found under {path or 'the root'}"]
+    outer_component = p.components.get(outer_task.get("componentRef", {}).get("name", ""), {})
+    inner_task = outer_component.get("dag", {}).get("tasks", {}).get(path[1], {})
+    where = f"condition {path[1]}"
+    condition = inner_task.get("triggerPolicy", {}).get("condition")
+    analysis = tasks["analysis"][1]
+    if inner_task.get("taskInfo", {}).get("name") != BLESSED_CONDITION:
+        shown = inner_task.get("taskInfo", {}).get("name")
+        problems.append(f"{where}: display name {shown!r}, designed {BLESSED_CONDITION}")
+    if not condition:
+        problems.append(f"step deploy: its enclosing task {path[1]} has no triggerPolicy.condition")
+    elif not _is_true(condition, inner_task.get("inputs", {}).get("parameters", {}), analysis, "blessed"):
+        problems.append(f"step deploy: condition {condition!r} is not `analysis blessed == true`")
+    if analysis not in inner_task.get("dependentTasks", []):
+        problems.append("step deploy: its condition does not run after analysis")
+    return problems
 
 
 def check(p: CompiledPipeline, lock: Lock, dev: bool) -> list[str]:
@@ -236,26 +337,22 @@ def check(p: CompiledPipeline, lock: Lock, dev: bool) -> list[str]:
             problems.append(f"{where}: caching is on; its inputs are files on a volume, not content-addressed")
         if task.get("taskInfo", {}).get("name") != STEPS[step].display_name:
             problems.append(f"{where}: display name {task.get('taskInfo', {}).get('name')!r}")
-        if step != "deploy" and path:
-            problems.append(f"{where}: must be in the root DAG, found under {path}")
         problems += _check_retry(task, STEPS[step], where)
 
-    # Order: each step after the one before it; deploy's condition after analysis.
-    chain = [s for s in ORDER if s != "deploy"]
-    for before, after in zip(chain, chain[1:], strict=False):
+    # Order: each gated step after the one before it (preprocess -> the condition: _check_conditions).
+    for before, after in zip(GATED, GATED[1:], strict=False):
         if before in tasks and after in tasks and tasks[before][1] not in tasks[after][2].get("dependentTasks", []):
             problems.append(f"step {after}: does not run after {before}")
-    if "deploy" in tasks and "analysis" in tasks and tasks["deploy"][0]:
-        condition_task = p.root["dag"]["tasks"].get(tasks["deploy"][0][0], {})
-        if tasks["analysis"][1] not in condition_task.get("dependentTasks", []):
-            problems.append("step deploy: its condition does not run after analysis")
-    problems += _check_condition(p, tasks)
+    problems += _check_conditions(p, tasks)
 
-    if "analysis" in labels:
-        component = next(c for c in p.components.values() if c.get("executorLabel") == labels["analysis"])
-        accuracy = component.get("outputDefinitions", {}).get("parameters", {}).get("accuracy", {})
-        if accuracy.get("parameterType") != "NUMBER_DOUBLE":
-            problems.append("step analysis: no float output parameter `accuracy`")
+    for step, outputs in OUTPUT_PARAMETERS.items():
+        if step not in labels:
+            continue
+        component = next(c for c in p.components.values() if c.get("executorLabel") == labels[step])
+        declared = component.get("outputDefinitions", {}).get("parameters", {})
+        for name, kind in outputs.items():
+            if declared.get(name, {}).get("parameterType") != kind:
+                problems.append(f"step {step}: no {kind} output parameter `{name}`")
 
     params = p.pipeline_parameters()
     for name, kind in REQUIRED_PARAMETERS.items():

@@ -10,7 +10,7 @@ from pathlib import Path
 from kfp import compiler
 
 from mnist_ct.orchestration import spec
-from mnist_ct.orchestration.checks import check, expected_image
+from mnist_ct.orchestration.checks import check, expected_image, step_versions
 from mnist_ct.orchestration.errors import OrchestrationError
 from mnist_ct.orchestration.lock import Lock, LockError, find_lock, read_lock
 from mnist_ct.orchestration.pipeline import DESCRIPTION, DEV_MARKER, ORDER, build
@@ -53,7 +53,7 @@ def description(lock: Lock, dev: bool) -> str:
 def compile_pipeline(lock: Lock, output: Path, dev: bool = False) -> spec.CompiledPipeline:
     """Compile to `output` (atomically: a file that fails the checks is never left there)."""
     output = Path(output)
-    pipeline_func = build(images(lock, dev), description(lock, dev))
+    pipeline_func = build(images(lock, dev), step_versions(lock, dev), description(lock, dev))
     # Refused before kfp compiles anything, naming the path (mkdir would say "File exists").
     if output.parent.exists() and not output.parent.is_dir():
         raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(output.parent))

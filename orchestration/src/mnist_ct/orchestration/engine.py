@@ -4,7 +4,7 @@
 - each task's inputs resolved (pipeline parameters, constants with run placeholders, upstream output
   parameters) and typed by its component's input definitions;
 - `triggerPolicy.condition` evaluated (cel.py: the comparisons KFP emits; anything else is an error);
-  a false condition skips the sub-DAG, saying why;
+  a false condition skips the sub-DAG and every task inside it (nested sub-DAGs too), saying why;
 - each executor's command and args with their placeholders replaced, as KFP's launcher does
   (`{{$.inputs.parameters['x']}}`, `{{$.outputs.parameters['x'].output_file}}`, `{{$.pipeline_job_uuid}}`
   ...), the parent folder of every output parameter file created, and output parameters read back from
@@ -75,7 +75,7 @@ class Artifact:
 
 @dataclass
 class TaskResult:
-    path: str  # "analysis", "condition-1/deploy"
+    path: str  # "preprocess", "condition-1/analysis", "condition-1/condition-2/deploy"
     display_name: str
     status: str  # "succeeded", "skipped", "failed"
     seconds: float = 0.0
@@ -83,6 +83,7 @@ class TaskResult:
     reason: str = ""
     executor: bool = True  # False for a DAG (condition group)
     artifacts: list[Artifact] = field(default_factory=list)
+    log_tail: list[str] = field(default_factory=list)  # its last output lines (not in run.json: the log has them)
 
 
 @dataclass
@@ -92,6 +93,7 @@ class RunResult:
     arguments: dict[str, object]
     tasks: list[TaskResult]
     folders: dict[str, Path]  # PVC name -> host folder
+    outcome: dict[str, Any] = field(default_factory=dict)  # the caller's account of the run (run-local: the loop's)
 
     def task(self, name: str) -> TaskResult | None:
         return next((t for t in self.tasks if t.path.rsplit("/", 1)[-1] == name), None)
@@ -113,6 +115,7 @@ class RunResult:
                 }
                 for t in self.tasks
             ],
+            **({"outcome": self.outcome} if self.outcome else {}),
         }
 
 
@@ -174,8 +177,11 @@ class LocalRun:
         arguments: Mapping[str, object] | None,
         run_id: str,
         out: Callable[[str], None] = print,
+        outcome: Callable[[RunResult], dict[str, Any]] | None = None,
     ) -> None:
+        """`outcome`: what the caller makes of a run (kept in run.json as `outcome`, also when it failed)."""
         self.pipeline = pipeline
+        self.outcome = outcome
         self.workdir = Path(workdir).resolve()
         self.executor = executor
         self.run_id = run_id
@@ -346,7 +352,10 @@ class LocalRun:
         write_atomically(self.state_dir / "run.json", (json.dumps(self.result().to_json(), indent=2) + "\n").encode())
 
     def result(self) -> RunResult:
-        return RunResult(self.run_id, self.workdir, self.arguments, list(self.results), dict(self.folders))
+        result = RunResult(self.run_id, self.workdir, self.arguments, list(self.results), dict(self.folders))
+        if self.outcome is not None:
+            result.outcome = self.outcome(result)
+        return result
 
     def _run_dag(self, component: dict[str, Any], scope: Mapping[str, object], prefix: str) -> None:
         tasks = component["dag"]["tasks"]
@@ -396,7 +405,9 @@ class LocalRun:
         return result
 
     def _skip_inside(self, component: dict[str, Any], prefix: str, reason: str) -> None:
-        for name, task in component.get("dag", {}).get("tasks", {}).items():
+        tasks = component.get("dag", {}).get("tasks", {})
+        for name in topological_order(tasks):  # in the order they would have run
+            task = tasks[name]
             child = self.pipeline.components[task["componentRef"]["name"]]
             display = task.get("taskInfo", {}).get("name", name)
             self._skip(f"{prefix}{name}", display, reason, "dag" not in child)
@@ -459,7 +470,7 @@ class LocalRun:
         except OrchestrationError as e:
             self._fail(path, display, seconds, str(e))
             raise
-        result = TaskResult(path, display, "succeeded", seconds, values, artifacts=artifacts)
+        result = TaskResult(path, display, "succeeded", seconds, values, artifacts=artifacts, log_tail=list(tail))
         self.results.append(result)
         shown = "".join(f", {k} = {text_value(v)}" for k, v in values.items())
         if artifacts:

@@ -7,7 +7,9 @@
   its command line unchanged.
 
 Both check every task's options before the run starts (`check_options`, with the step's own parser in
-the Python that will run it: step_options.py).
+the Python that will run it: step_options.py). A process executor also says what that check's verdict
+depends on (`fingerprints`: the Python and every mnist_ct source file it would import), so run-local can
+keep a passed check and skip it next time.
 """
 
 from __future__ import annotations
@@ -27,6 +29,21 @@ from mnist_ct.orchestration import step_options
 from mnist_ct.orchestration.errors import OrchestrationError
 
 OPTION_CHECK_TIMEOUT_S = 300.0
+# Run in the step's Python: its version and every mnist_ct source file it sees (path, size, mtime), hashed.
+# What a step's parser decides depends on nothing else (its options' types and rules are in those files).
+FINGERPRINT_SOURCE = """
+import hashlib, os, sys
+import mnist_ct
+h = hashlib.sha256(f"{sys.executable} {sys.version}".encode())
+for root in sorted(set(mnist_ct.__path__)):
+    for folder, subfolders, files in os.walk(root):
+        subfolders.sort()
+        for name in sorted(files):
+            if name.endswith(".py"):
+                st = os.stat(os.path.join(folder, name))
+                h.update(f"{folder}/{name} {st.st_size} {st.st_mtime_ns}\\n".encode())
+print(h.hexdigest())
+"""
 STOP_TIMEOUT_S = 30.0
 
 
@@ -132,6 +149,20 @@ class ProcessExecutor:
                 raise
         return proc.returncode
 
+    def fingerprints(self, tasks: list[ContainerTask]) -> list[str | None]:
+        """Per task, a hash of what its option check depends on (FINGERPRINT_SOURCE, in the Python that runs
+        it); None where that cannot be told (then the check runs)."""
+        pythons: dict[str, list[int]] = {}
+        for i, task in enumerate(tasks):
+            if step_module(task.command) is not None:
+                pythons.setdefault(self.python_for(task.command), []).append(i)
+        found: list[str | None] = [None] * len(tasks)
+        with ThreadPoolExecutor(max_workers=len(pythons) or 1) as pool:
+            for python, fingerprint in zip(pythons, pool.map(_fingerprint, pythons), strict=True):
+                for i in pythons[python]:
+                    found[i] = fingerprint
+        return found
+
     def check_options(self, tasks: list[ContainerTask]) -> list[OptionCheck]:
         checks: list[OptionCheck] = [{"refused": None, "unchecked": None} for _ in tasks]
         by_python: dict[str, list[int]] = {}
@@ -154,6 +185,19 @@ class ProcessExecutor:
             for i, result in zip(indexes, found[python], strict=True):
                 checks[i] = result
         return checks
+
+
+def _fingerprint(python: str) -> str | None:
+    if not Path(python).is_file():
+        return None
+    try:
+        done = subprocess.run(
+            [python, "-c", FINGERPRINT_SOURCE], capture_output=True, text=True, timeout=60, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    lines = done.stdout.split()
+    return lines[-1] if done.returncode == 0 and lines else None
 
 
 def run_option_check(python: str, requests: list[dict[str, object]]) -> list[OptionCheck]:

@@ -1,10 +1,13 @@
-"""The KFP v2 pipeline: one container component per step, three PVCs, deploy only above the baseline.
+"""The KFP v2 pipeline: one container component per step, three PVCs; the continuous-training loop.
 
-    preprocess -> validate -> train_model -> embedding -> train_faiss -> analysis --(accuracy > baseline)--> deploy
+    preprocess --(proceed)--> validate -> train_model -> embedding -> train_faiss -> analysis --(blessed)--> deploy
 
 Steps share nothing but files on three PersistentVolumeClaims, under a folder named by the run id
-(`dsl.PIPELINE_JOB_ID_PLACEHOLDER`), so the order comes from `.after()`; the one value that flows
-through KFP itself is `accuracy`, an output parameter of analysis that the deploy condition reads.
+(`dsl.PIPELINE_JOB_ID_PLACEHOLDER`), so the order comes from `.after()`; the values that flow through
+KFP itself are output parameters: preprocess's `proceed` (false when the data and every step version
+equal the champion's, with `only_if_changed`) gates validate .. analysis, and analysis' `blessed`
+(challenger above the baseline and at least the champion + min_improvement, both on this run's test
+split) gates deploy, in a `dsl.If` nested inside the first.
 
 Caching is off for every task: a step's real inputs are files on a volume under the run id, which
 KFP's cache key (component spec + input parameter values) does not see. A cache hit would skip the
@@ -14,8 +17,9 @@ Typed artifacts (what the KFP UI and its metadata store show): each step that ha
 (`dsl.Output[dsl.Dataset]` ...) and gets `--executor-input {{$}}` (KFP's executor input, whose
 `outputs.outputFile` names where the step writes its ExecutorOutput: the artifacts' metadata) and
 `--output-artifact NAME={{$.outputs.artifacts['NAME'].path}}` per artifact. Every task gets
-`MNIST_CT_IMAGES`, the JSON of every step's image as compiled, so the artifacts' metadata names the images
-that made them (lineage). Retries: `Step.retries`, see STEPS.
+`MNIST_CT_IMAGES`, the JSON of every step's image as compiled, and `MNIST_CT_STEP_VERSIONS`, every step's
+version, so the artifacts' metadata names the images and versions that made them (lineage; preprocess
+compares the versions with the champion's to tell whether anything changed). Retries: `Step.retries`.
 """
 
 # No `from __future__ import annotations`: kfp reads the component signatures' annotations as types.
@@ -27,12 +31,14 @@ from typing import Any
 
 from kfp import dsl, kubernetes
 
-from mnist_ct.artifacts import IMAGES_ENV  # the steps' one reader of it is mnist_ct.artifacts.step_images
+# The steps' one reader of each is mnist_ct.artifacts (step_images, step_versions).
+from mnist_ct.artifacts import IMAGES_ENV, VERSIONS_ENV
 
 PIPELINE_NAME = "mnist-ct"
 DESCRIPTION = (
-    "MNIST continuous training: preprocess -> validate -> train_model -> embedding -> train_faiss -> "
-    "analysis -> deploy (TorchServe .mar) when accuracy > baseline. Volumes: data-pvc (/data), "
+    "MNIST continuous training: preprocess -> (if anything changed) validate -> train_model -> embedding -> "
+    "train_faiss -> analysis -> (if blessed: above the baseline and the champion) deploy (TorchServe .mar). "
+    "Volumes: data-pvc (/data), "
     "train-model-pvc (/model), deploy-model-pvc (/deploy-model)."
 )
 # Marks a `compile --dev` output (images by tag); release refuses any pipeline whose description starts so.
@@ -89,24 +95,28 @@ STEPS: dict[str, Step] = {
     s.name: s
     for s in (
         Step(
-            "preprocess", "Preprocess: collect and split the data set", (DATA,), ("500m", "1"), ("1Gi", "2Gi"),
+            "preprocess", "Preprocess: collect and split the data set", (DATA, DEPLOY), ("500m", "1"), ("1Gi", "2Gi"),
             outputs=(("dataset", dsl.Dataset),), retries=3,
         ),
-        Step("validate", "Validate: schema and statistics checks", (DATA,), ("500m", "1"), ("1Gi", "2Gi")),
+        # The steps that compare with the champion mount the deploy volume (they only read it):
+        # preprocess, validate, embedding, analysis.
+        Step("validate", "Validate: schema and statistics checks", (DATA, DEPLOY), ("500m", "1"), ("1Gi", "2Gi")),
         # Reads the dataset (data) and writes the model (model). One retry: a rerun trains from scratch.
         Step(
             "train_model", "Train model: CNN embedding + ArcFace", (DATA, MODEL), ("2", "4"), ("4Gi", "8Gi"), True,
             outputs=(("model", dsl.Model),), retries=1,
         ),
         Step(
-            "embedding", "Embedding: embed train and test splits", (DATA, MODEL), ("1", "2"), ("2Gi", "4Gi"), True,
+            "embedding", "Embedding: embed train and test splits", (DATA, MODEL, DEPLOY), ("1", "2"), ("2Gi", "4Gi"),
+            True,
             retries=2,
         ),
         Step("train_faiss", "Train FAISS: build the index", (MODEL,), ("1", "2"), ("2Gi", "4Gi"), True, retries=2),
-        # Reads index + embeddings (model) and the test images (data), to show misclassified digits.
+        # Reads index + embeddings (model), the test images (data), to show misclassified digits, and the
+        # champion's index and labels (deploy-model).
         Step(
-            "analysis", "Analysis: accuracy, confusion matrix, report", (DATA, MODEL), ("500m", "1"), ("1Gi", "2Gi"),
-            True,
+            "analysis", "Analysis: accuracy, confusion matrix, report", (DATA, MODEL, DEPLOY), ("500m", "1"),
+            ("1Gi", "2Gi"), True,
             outputs=(("metrics", dsl.Metrics), ("confusion_matrix", dsl.ClassificationMetrics), ("report", dsl.HTML)),
             retries=2,
         ),
@@ -118,6 +128,11 @@ STEPS: dict[str, Step] = {
     )
 }  # fmt: skip
 ORDER = tuple(STEPS)
+# The two conditions (dsl.If names): validate .. analysis only when preprocess says proceed; deploy, nested
+# inside it, only when analysis blesses the challenger.
+PROCEED_CONDITION = "data-or-steps-changed"
+BLESSED_CONDITION = "challenger-blessed"
+GATED = ("validate", "train_model", "embedding", "train_faiss", "analysis")  # under PROCEED_CONDITION
 
 
 def image_tag(repository: str, version: str) -> str:
@@ -162,23 +177,33 @@ def components(images: Mapping[str, str]) -> dict[str, Callable[..., dsl.Pipelin
     # A component's output artifact is named after its function argument, so preprocess's input for the
     # data set's name is `dataset_name` (its output artifact is `dataset`; the pipeline parameter `dataset`).
     @dsl.container_component
-    def preprocess(run_id: str, dataset_name: str, limit_per_class: int, seed: int, dataset: dsl.Output[dsl.Dataset]):
+    def preprocess(
+        run_id: str,
+        dataset_name: str,
+        limit_per_class: int,
+        seed: int,
+        only_if_changed: bool,
+        model_name: str,
+        proceed: dsl.OutputPath(bool),  # type: ignore[valid-type]  # kfp's form
+        dataset: dsl.Output[dsl.Dataset],
+    ):
         return _spec(
             images, "preprocess", run_id, "--dataset", dataset_name, "--limit-per-class", limit_per_class,
-            "--seed", seed, artifacts={"dataset": dataset},
+            "--seed", seed, "--only-if-changed", only_if_changed, "--model-name", model_name,
+            "--proceed-out", proceed, artifacts={"dataset": dataset},
         )  # fmt: skip
 
     @dsl.container_component
-    def validate(run_id: str):
-        return _spec(images, "validate", run_id)
+    def validate(run_id: str, model_name: str):
+        return _spec(images, "validate", run_id, "--model-name", model_name)
 
     @dsl.container_component
     def train_model(run_id: str, epochs: int, seed: int, model: dsl.Output[dsl.Model]):
         return _spec(images, "train_model", run_id, "--epochs", epochs, "--seed", seed, artifacts={"model": model})
 
     @dsl.container_component
-    def embedding(run_id: str):
-        return _spec(images, "embedding", run_id)
+    def embedding(run_id: str, model_name: str):
+        return _spec(images, "embedding", run_id, "--model-name", model_name)
 
     @dsl.container_component
     def train_faiss(run_id: str, index: str):
@@ -188,20 +213,27 @@ def components(images: Mapping[str, str]) -> dict[str, Callable[..., dsl.Pipelin
     def analysis(
         run_id: str,
         k: int,
+        baseline: float,
+        min_improvement: float,
+        model_name: str,
         accuracy: dsl.OutputPath(float),  # type: ignore[valid-type]  # kfp's form
+        champion_accuracy: dsl.OutputPath(float),  # type: ignore[valid-type]
+        blessed: dsl.OutputPath(bool),  # type: ignore[valid-type]
         metrics: dsl.Output[dsl.Metrics],
         confusion_matrix: dsl.Output[dsl.ClassificationMetrics],
         report: dsl.Output[dsl.HTML],
     ):
         return _spec(
-            images, "analysis", run_id, "--k", k, "--accuracy-out", accuracy,
+            images, "analysis", run_id, "--k", k, "--baseline", baseline, "--min-improvement", min_improvement,
+            "--model-name", model_name, "--accuracy-out", accuracy, "--champion-accuracy-out", champion_accuracy,
+            "--blessed-out", blessed,
             artifacts={"metrics": metrics, "confusion_matrix": confusion_matrix, "report": report},
         )  # fmt: skip
 
     @dsl.container_component
     def deploy(run_id: str, model_name: str, model: dsl.Output[dsl.Model]):
-        # No --force: past the accuracy > baseline gate, deploy's champion/challenger check still
-        # refuses a model that scores below the live one (exit 4, one line), so CT never regresses.
+        # No --force: past analysis' blessing, deploy's champion/challenger check (the same two figures)
+        # still refuses a model that scores below the live one (exit 4, one line), so CT never regresses.
         return _spec(images, "deploy", run_id, "--model-name", model_name, artifacts={"model": model})
 
     return {
@@ -215,12 +247,13 @@ def components(images: Mapping[str, str]) -> dict[str, Callable[..., dsl.Pipelin
     }
 
 
-def _configure(task: dsl.PipelineTask, step: Step, images_env: str) -> dsl.PipelineTask:
+def _configure(task: dsl.PipelineTask, step: Step, images_env: str, versions_env: str) -> dsl.PipelineTask:
     task.set_display_name(step.display_name)
     task.set_caching_options(False)
     task.set_cpu_request(step.cpu[0]).set_cpu_limit(step.cpu[1])
     task.set_memory_request(step.memory[0]).set_memory_limit(step.memory[1])
     task.set_env_variable(IMAGES_ENV, images_env)
+    task.set_env_variable(VERSIONS_ENV, versions_env)
     if step.retries:
         task.set_retry(step.retries, RETRY_BACKOFF, RETRY_BACKOFF_FACTOR, RETRY_BACKOFF_MAX)
     for volume in step.volumes:
@@ -233,13 +266,21 @@ def images_json(images: Mapping[str, str]) -> str:
     return json.dumps({step: images[step] for step in sorted(ORDER)}, sort_keys=True)
 
 
-def build(images: Mapping[str, str], description: str = DESCRIPTION) -> Callable[..., None]:
-    """The pipeline function, over the given image per step."""
-    missing = [s for s in ORDER if s not in images]
-    if missing:
-        raise ValueError(f"no image for step(s) {', '.join(missing)}")
+def versions_json(versions: Mapping[str, str]) -> str:
+    """The value of VERSIONS_ENV (MNIST_CT_STEP_VERSIONS, every task's): every step's version, JSON."""
+    return json.dumps({step: versions[step] for step in sorted(ORDER)}, sort_keys=True)
+
+
+def build(
+    images: Mapping[str, str], versions: Mapping[str, str], description: str = DESCRIPTION
+) -> Callable[..., None]:
+    """The pipeline function, over the given image and version per step."""
+    for what, given in (("image", images), ("version", versions)):
+        missing = [s for s in ORDER if s not in given]
+        if missing:
+            raise ValueError(f"no {what} for step(s) {', '.join(missing)}")
     ops = components(images)
-    images_env = images_json(images)
+    images_env, versions_env = images_json(images), versions_json(versions)
 
     @dsl.pipeline(name=PIPELINE_NAME, description=description)
     def mnist_ct(
@@ -251,19 +292,27 @@ def build(images: Mapping[str, str], description: str = DESCRIPTION) -> Callable
         k: int = 1,
         baseline: float = 0.8,
         model_name: str = "mnist",
+        min_improvement: float = 0.0,  # analysis' own default
+        only_if_changed: bool = True,  # preprocess's own default
     ) -> None:
         run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
 
         def step(name: str, **inputs: object) -> dsl.PipelineTask:
-            return _configure(ops[name](run_id=run_id, **inputs), STEPS[name], images_env)
+            return _configure(ops[name](run_id=run_id, **inputs), STEPS[name], images_env, versions_env)
 
-        pre = step("preprocess", dataset_name=dataset, limit_per_class=limit_per_class, seed=seed)
-        val = step("validate").after(pre)
-        model = step("train_model", epochs=epochs, seed=seed).after(val)
-        emb = step("embedding").after(model)
-        idx = step("train_faiss", index=index).after(emb)
-        ana = step("analysis", k=k).after(idx)
-        with dsl.If(ana.outputs["accuracy"] > baseline, name="accuracy-above-baseline"):
-            step("deploy", model_name=model_name)
+        pre = step(
+            "preprocess", dataset_name=dataset, limit_per_class=limit_per_class, seed=seed,
+            only_if_changed=only_if_changed, model_name=model_name,
+        )  # fmt: skip
+        with dsl.If(pre.outputs["proceed"] == True, name=PROCEED_CONDITION):  # noqa: E712 - kfp's CEL form
+            val = step("validate", model_name=model_name).after(pre)
+            model = step("train_model", epochs=epochs, seed=seed).after(val)
+            emb = step("embedding", model_name=model_name).after(model)
+            idx = step("train_faiss", index=index).after(emb)
+            ana = step(
+                "analysis", k=k, baseline=baseline, min_improvement=min_improvement, model_name=model_name
+            ).after(idx)
+            with dsl.If(ana.outputs["blessed"] == True, name=BLESSED_CONDITION):  # noqa: E712
+                step("deploy", model_name=model_name)
 
     return mnist_ct
