@@ -13,6 +13,11 @@ endpoints kfp.Client uses for release, with the behaviour release depends on:
     GET    /apis/v2beta1/experiments                      (filter: display_name EQUALS; namespace)
     POST   /apis/v2beta1/experiments
     POST   /apis/v2beta1/runs
+    GET    /apis/v2beta1/recurringruns                    (experiment_id; filter: display_name EQUALS; paged;
+                                                            answered as `recurringRuns`, the real json_name)
+    POST   /apis/v2beta1/recurringruns                    (a version reference, a cron or periodic trigger,
+                                                            max_concurrency 1..10, as the real server checks)
+    DELETE /apis/v2beta1/recurringruns/{id}
 
 Uploaded files must be a pipeline spec YAML (the real server rejects anything else), and a run
 must reference an existing pipeline version. Anything else answers 404/400, so a client call this
@@ -52,6 +57,7 @@ class State:
     versions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # pipeline id -> versions
     experiments: dict[str, dict[str, Any]] = field(default_factory=dict)
     runs: list[dict[str, Any]] = field(default_factory=list)
+    recurring_runs: dict[str, dict[str, Any]] = field(default_factory=dict)
     uploads: list[bytes] = field(default_factory=list)  # every uploaded pipeline file
     requests: list[Request] = field(default_factory=list)
 
@@ -210,6 +216,47 @@ class FakeKfp:
             }
             s.runs.append(run)
             return run
+        if method == "GET" and parts == ["recurringruns"]:
+            name = _display_name_filter(query)
+            found = [
+                r
+                for r in s.recurring_runs.values()
+                if (name is None or r["display_name"] == name)
+                and (not query.get("experiment_id") or r["experiment_id"] == query["experiment_id"])
+            ]
+            size = int(query.get("page_size") or 10)
+            start = int(query.get("page_token") or 0)
+            token = str(start + size) if start + size < len(found) else ""
+            listed: dict[str, Any] = {"total_size": len(found), "next_page_token": token}
+            if found[start : start + size]:
+                listed["recurringRuns"] = found[start : start + size]
+            return listed
+        if method == "POST" and parts == ["recurringruns"]:
+            doc = json.loads(body)
+            if doc.get("experiment_id") not in s.experiments:
+                raise ApiError(404, "experiment not found")
+            ref = doc.get("pipeline_version_reference") or {}
+            versions = s.versions.get(str(ref.get("pipeline_id")), [])
+            if not any(v["pipeline_version_id"] == ref.get("pipeline_version_id") for v in versions):
+                raise ApiError(404, "pipeline version not found")
+            trigger = doc.get("trigger") or {}
+            if not (trigger.get("cron_schedule") or {}).get("cron") and not trigger.get("periodic_schedule"):
+                raise ApiError(400, "a recurring run needs a cron or periodic schedule")
+            if not 1 <= int(doc.get("max_concurrency") or 0) <= 10:
+                raise ApiError(400, "Max concurrency of a recurring run must be at least 1 and at most 10")
+            recurring = {
+                **doc,
+                "recurring_run_id": self.new_id("recurring"),
+                "max_concurrency": str(doc["max_concurrency"]),  # int64: a JSON string, as the real server sends
+                "status": "ENABLED" if doc.get("mode") == "ENABLE" else "DISABLED",
+                "created_at": CREATED,
+            }
+            s.recurring_runs[recurring["recurring_run_id"]] = recurring
+            return recurring
+        if len(parts) == 2 and parts[0] == "recurringruns" and method == "DELETE":
+            if s.recurring_runs.pop(parts[1], None) is None:
+                raise ApiError(404, f"recurring run {parts[1]} not found")
+            return {}
         raise ApiError(404, f"fake server: no route {method} {path}")
 
     def _uploaded(self, headers: Any, body: bytes) -> bytes:

@@ -5,8 +5,10 @@ working tree (uncommitted work included; no ref or index of this repository is t
 
 1. pr.yml `test-changed` on refs/pull/1/merge (the snapshot);
 2. main.yml `build-changed` on refs/heads/main, against an EMPTY local registry: it must build and push
-   every step it pins, commit the lock and push it to origin;
-3. a tag v<orchestration version> on what that job pushed, then main.yml `release` on it;
+   every step it pins, commit the lock and push it to origin, then (KFP_HOST set) release the pinned pipeline
+   to the recording KFP server, start one run of it and point the recurring run (KFP_SCHEDULE) at it;
+3. a tag v<orchestration version> on what that job pushed, then main.yml `release` on it (the same lock:
+   KFP already has that version, so it uploads nothing);
 4. ci.yml `tests` is `bash .ci/run`, and this test runs inside .ci/run (MNIST_CT_CI_RUN=1): that step is
    checked to be exactly that and recorded as rehearsed by the enclosing run (skipped outside .ci/run).
 
@@ -51,6 +53,7 @@ LOCK = "orchestration/images.lock.json"
 CI_RUN = "bash .ci/run"
 PR_PACKAGE = "validate"  # the one step the rehearsed pull request changes: light image, quick tests
 SECRETS = {"GITHUB_TOKEN": "ghs_rehearsal", "KFP_TOKEN": "kfp-rehearsal-token"}
+SCHEDULE = "0 0 3 * * *"  # vars.KFP_SCHEDULE: KFP's cron, seconds first
 # The registry wants a login, as ghcr.io does: github.actor with GITHUB_TOKEN (bcrypt, cost 4: the registry
 # checks it on every request).
 HTPASSWD = "rehearsal:$2b$04$t1aCRNIH5z0JOACZZVZPjeAZs9mXRdhODs9.OkRbCLi7C9DcPBv3e\n"
@@ -127,7 +130,8 @@ def rehearsal(tmp_path_factory):
     try:
         with _kfp_api().FakeKfp() as kfp:
             runner = Runner(
-                home, origin, secrets=SECRETS, vars={"KFP_HOST": kfp.url}, registry_host=reg.address,
+                home, origin, secrets=SECRETS, vars={"KFP_HOST": kfp.url, "KFP_SCHEDULE": SCHEDULE},
+                registry_host=reg.address,
                 env={"MNIST_CT_BASE_IMAGE": base},
                 delegated={CI_RUN: "rehearsed by the enclosing .ci/run (this test runs inside it)"},
             )  # fmt: skip
@@ -212,6 +216,29 @@ def test_main_job_compiles_the_pinned_pipeline_and_keeps_the_build_report(rehear
 
 
 @slow
+def test_main_job_releases_the_pinned_pipeline_starts_one_run_and_schedules_it(rehearsal, main_job):
+    assert main_job.ok, main_job.summary()
+    kfp = rehearsal.kfp
+    [pipeline] = kfp.state.pipelines.values()
+    [version] = kfp.state.versions[pipeline["pipeline_id"]]
+    compiled = yaml.safe_load_all((main_job.workspace / "pipeline.yaml").read_text())
+    assert version["pipeline_spec"] == next(compiled), "main released the pipeline it compiled from the pinned lock"
+    lock = monorepo.lock_module(main_job.workspace).read_lock(main_job.workspace / LOCK)  # the lock it pinned
+    assert version["display_name"].endswith("-" + lock.content_hash()[:12])
+    reference = {"pipeline_id": pipeline["pipeline_id"], "pipeline_version_id": version["pipeline_version_id"]}
+    [run] = kfp.state.runs  # push -> train -> deploy: one run of the new version
+    assert run["pipeline_version_reference"] == reference
+    [experiment] = kfp.state.experiments.values()
+    assert run["experiment_id"] == experiment["experiment_id"] and experiment["display_name"] == "mnist-ct"
+    [recurring] = kfp.state.recurring_runs.values()
+    assert recurring["pipeline_version_reference"] == reference
+    assert recurring["trigger"] == {"cron_schedule": {"cron": SCHEDULE}}
+    assert (recurring["max_concurrency"], recurring["no_catchup"]) == ("1", True)
+    calls = [r for r in kfp.state.requests if not r.path.endswith("/healthz")]
+    assert calls and all(r.authorization == f"Bearer {SECRETS['KFP_TOKEN']}" for r in calls)
+
+
+@slow
 def test_release_job_attaches_the_pipeline_and_the_lock_to_a_github_release(rehearsal, release_job, capsys):
     report_time(capsys, release_job)
     assert release_job.ok, release_job.summary()
@@ -221,15 +248,18 @@ def test_release_job_attaches_the_pipeline_and_the_lock_to_a_github_release(rehe
 
 
 @slow
-def test_release_job_uploads_the_pipeline_version_to_kfp(rehearsal, release_job):
+def test_release_job_finds_the_pipeline_version_in_kfp(rehearsal, release_job):
     assert release_job.ok, release_job.summary()
     kfp = rehearsal.kfp
     [pipeline] = kfp.state.pipelines.values()
     versions = kfp.state.versions[pipeline["pipeline_id"]]
     released = yaml.safe_load_all((release_job.workspace / "pipeline.yaml").read_text())
-    assert [v["pipeline_spec"] for v in versions] == [next(released)]
+    assert [v["pipeline_spec"] for v in versions] == [next(released)]  # the tag's pipeline: the one main released
     version = tomllib.loads((release_job.workspace / "orchestration" / "pyproject.toml").read_text())["project"]
     assert versions[0]["display_name"].startswith(version["version"] + "-")
+    [step] = [s for s in release_job.steps if s.name.startswith("Upload the pipeline version")]
+    assert step.outcome == "success" and step.log is not None
+    assert f"version {versions[0]['display_name']} of mnist-ct already exists" in step.log.read_text()
     uploads = kfp.calls("POST", "/pipelines/upload") + kfp.calls("POST", "/pipelines/upload_version")
     assert uploads and all(r.authorization == f"Bearer {SECRETS['KFP_TOKEN']}" for r in uploads)
 

@@ -1,4 +1,5 @@
-"""`mnist-ct`: compile, release and run the pipeline (the argument parser; mnist_ct.artifacts' error boundary).
+"""`mnist-ct`: compile, release, run the pipeline, show its champion timeline (the argument parser; the error
+boundary is mnist_ct.artifacts').
 
 Exit codes: 0 done, 1 a bug (one line says where the traceback is), 2 bad usage (a step's options that
 run-local would pass included), 3 bad input (lock, compiled pipeline, parameter, work dir, a pinned image
@@ -18,7 +19,9 @@ from mnist_ct.artifacts import UsageError, error_boundary
 from mnist_ct.artifacts.entry import parse_args
 
 PROG = "mnist-ct"
-RUN_LOCAL_PARAMETERS = ("dataset", "baseline", "epochs", "limit_per_class", "index", "seed")
+RUN_LOCAL_PARAMETERS = (
+    "dataset", "baseline", "min_improvement", "only_if_changed", "epochs", "limit_per_class", "index", "seed"
+)  # fmt: skip
 
 
 def _param(text: str) -> tuple[str, str]:
@@ -26,6 +29,33 @@ def _param(text: str) -> tuple[str, str]:
     if not sep or not name:
         raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
     return name, value
+
+
+def _cron(text: str) -> str:
+    from mnist_ct.orchestration.release import check_cron
+
+    try:
+        return check_cron(text)
+    except UsageError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _model_name(text: str) -> str:
+    from mnist_ct.artifacts.champion import check_model_name
+
+    try:
+        return check_model_name(text)
+    except UsageError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _plot_path(text: str) -> Path:
+    from mnist_ct.orchestration.history import check_plot_path
+
+    try:
+        return check_plot_path(Path(text))
+    except UsageError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix(f"--plot {text}: ")) from None
 
 
 def _add_lock(parser: argparse.ArgumentParser) -> None:
@@ -58,13 +88,13 @@ def _add_params(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="NAME=VALUE",
         help="a pipeline parameter (repeatable): dataset, limit_per_class, seed, epochs, index, k, baseline, "
-        "model_name",
+        "min_improvement, only_if_changed, model_name",
     )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=PROG, description="The mnist-ct KFP v2 pipeline: compile, release, run-local."
+        prog=PROG, description="The mnist-ct KFP v2 pipeline: compile, release, run-local, history."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -99,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
         "left alone (nothing uploaded). First, before KFP is contacted (--dry-run too), every image the lock pins "
         "must be in its registry by digest (missing: exit 3; registry unreachable: exit 4). Credentials: "
         "MNIST_CT_KFP_TOKEN (bearer token), KF_PIPELINES_SA_TOKEN_PATH (token file), or kfp's own config; for the "
-        "registry, the auth files buildah/podman/docker login write; never printed.",
+        "registry, the auth files buildah/podman/docker login write; never printed. --schedule CRON also makes (or "
+        "replaces) the recurring run of that version; --unschedule only removes it.",
     )
     r.add_argument(
         "--host", required=True, help="KFP API endpoint, e.g. http://localhost:8080 (port-forwarded ml-pipeline-ui)"
@@ -109,6 +140,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--experiment", default="mnist-ct", help="experiment for --run, created if missing (default: %(default)s)"
     )
     r.add_argument("--run", action="store_true", help="start a run of the released version")
+    when = r.add_mutually_exclusive_group()
+    when.add_argument(
+        "--schedule",
+        type=_cron,
+        metavar="CRON",
+        help="create (or replace, when it differs) the recurring run '<pipeline> schedule' of the released version "
+        "in --experiment: max concurrency 1, no catch-up, the -p parameters. KFP's cron: six fields, seconds "
+        "first ('0 0 3 * * *': 03:00 daily), or @hourly/@daily/@weekly/@monthly/@yearly/@every 6h",
+    )
+    when.add_argument(
+        "--unschedule",
+        action="store_true",
+        help="remove that recurring run from --experiment (says so when there is none); nothing is released",
+    )
     r.add_argument("--dry-run", action="store_true", help="compile, check and look up; upload and start nothing")
     r.add_argument(
         "--package", type=Path, help="release this compiled YAML instead of compiling (checked against the lock)"
@@ -121,6 +166,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_params(r)
     _add_lock(r)
+
+    h = sub.add_parser(
+        "history",
+        help="the champion timeline: every deploy, refusal and rollback, with data versions and accuracies",
+        description="Read <deploy-root>/deployments.jsonl (deploy's log) and print one row per deploy, refusal, "
+        "rollback or recovery of the model: time, version, run, the challenger's accuracy and the champion's on "
+        "the same test split (where analysis measured it), the version live after it, and the run's data version "
+        "and incoming batch count (from <data-root>/runs/<run>/dataset/manifest.json). Unreadable log lines are "
+        "skipped and counted on stderr.",
+    )
+    h.add_argument(
+        "--deploy-root", type=Path, required=True, metavar="D", help="the deploy volume (deploy's --deploy-root)"
+    )
+    h.add_argument(
+        "--data-root",
+        type=Path,
+        metavar="D",
+        help="the data volume: adds each run's data version and batch count (optional)",
+    )
+    h.add_argument(
+        "--model-name", type=_model_name, default="mnist", metavar="M", help="the model (default: %(default)s)"
+    )
+    form = h.add_mutually_exclusive_group()
+    form.add_argument("--csv", action="store_true", help="CSV on stdout instead of the table")
+    form.add_argument("--json", action="store_true", help="JSON records on stdout instead of the table")
+    h.add_argument(
+        "--plot",
+        type=_plot_path,
+        metavar="FILE",
+        help="also draw accuracy over runs into FILE: .png or .svg, by its extension",
+    )
 
     lr = sub.add_parser(
         "run-local",
@@ -139,7 +215,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="the three volumes and kfp/ go here (default: %(default)s)",
     )
     lr.add_argument("--dataset", help="mnist-5k (built in, offline; the default), mnist or fashion-mnist")
-    lr.add_argument("--baseline", help="deploy only when accuracy > this (default 0.8)")
+    lr.add_argument("--baseline", help="bless (and deploy) only when accuracy > this (default 0.8)")
+    lr.add_argument(
+        "--min-improvement",
+        help="bless only when accuracy >= the champion's on this run's test split + this (default 0.0)",
+    )
+    lr.add_argument(
+        "--only-if-changed",
+        choices=("true", "false"),
+        help="true (default): end the run after preprocess when the data and every step version are the champion's",
+    )
     lr.add_argument("--epochs", help="training epochs")
     lr.add_argument("--limit-per-class", help="keep at most N images per class (quick runs)")
     lr.add_argument("--index", help="FAISS index factory string (default Flat)")
@@ -192,9 +277,15 @@ def _compile(args: argparse.Namespace) -> int:
 
 def _release(args: argparse.Namespace) -> int:
     from mnist_ct.orchestration.compiling import load_lock
-    from mnist_ct.orchestration.release import release
+    from mnist_ct.orchestration.release import release, unschedule
 
     params = parameters(args.param)
+    if args.unschedule:
+        given = [o for o, on in (("--run", args.run), ("--package", args.package), ("-p", params)) if on]
+        if given:
+            raise UsageError(f"--unschedule releases nothing: drop {', '.join(given)}")
+        unschedule(args.host, namespace=args.namespace, experiment=args.experiment, dry_run=args.dry_run)
+        return 0
     release(
         args.host,
         load_lock(args.lock),
@@ -206,7 +297,16 @@ def _release(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         registry=args.registry,
         skip_image_check=args.skip_image_check,
+        schedule=args.schedule,
     )
+    return 0
+
+
+def _history(args: argparse.Namespace) -> int:
+    from mnist_ct.orchestration.history import history
+
+    output = "csv" if args.csv else "json" if args.json else "table"
+    history(args.deploy_root, data_root=args.data_root, model_name=args.model_name, output=output, plot_path=args.plot)
     return 0
 
 
@@ -228,6 +328,7 @@ def _run_local(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "compile": _compile,
     "release": _release,
+    "history": _history,
     "run-local": _run_local,
 }
 

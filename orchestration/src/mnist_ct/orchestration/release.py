@@ -13,6 +13,12 @@
   Missing images are refused in one line (exit 3); an unreachable registry, or one that refuses the
   lookup, is exit 4; `skip_image_check` (`--skip-image-check`) skips the lookup.
 - `--run` creates the experiment (or reuses it) and starts a run of that version.
+- `--schedule CRON` makes a KFP recurring run of that version named `<pipeline> schedule` in the experiment
+  (max_concurrency 1, no catch-up): created, or replaced (deleted, then created) when one of that name differs
+  in cron, version, parameters or settings; left alone when it is the same. `unschedule` removes it. The cron
+  text is checked here as KFP's API server parses it (robfig/cron v1 `Parse`: six fields, seconds first, or a
+  descriptor), so a bad one fails before anything is sent; five fields are refused, since KFP would read them
+  as seconds..month, not as a crontab line.
 - Credentials come only from the environment or kfp's own config, and are never printed:
   `MNIST_CT_KFP_TOKEN` (a bearer token), else `KF_PIPELINES_SA_TOKEN_PATH` (a token file, refreshed),
   else whatever kfp.Client finds itself (the IAP/OAuth variables `KF_PIPELINES_*`, the cookie or header
@@ -23,7 +29,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
+import re
 import tempfile
 import urllib.error
 import urllib.request
@@ -50,6 +58,90 @@ TOKEN_FILE_ENV = "KF_PIPELINES_SA_TOKEN_PATH"
 REACH_TIMEOUT_S = 5.0
 
 
+# KFP's API server checks a recurring run's cron with robfig/cron v1.2.0's Parse (backend api_converter.go):
+# second minute hour day-of-month month [day-of-week], or a descriptor. These are its fields and names.
+MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+CRON_FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
+    ("second", 0, 59, {}),
+    ("minute", 0, 59, {}),
+    ("hour", 0, 23, {}),
+    ("day of month", 1, 31, {}),
+    ("month", 1, 12, {m: i for i, m in enumerate(MONTHS, 1)}),
+    ("day of week", 0, 6, {d: i for i, d in enumerate(WEEKDAYS)}),
+)
+CRON_DESCRIPTORS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
+_EVERY = re.compile(r"@every ((?:\d+(?:\.\d+)?(?:h|m|s))+)")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(h|m|s)")
+CRON_HELP = (
+    "KFP's cron has six fields, seconds first: 'second minute hour day-of-month month day-of-week', e.g. "
+    "'0 0 3 * * *' (03:00 every day, the KFP server's time zone), or @hourly, @daily, @weekly, @monthly, @yearly, "
+    "@every 6h"
+)
+
+
+def _cron_value(text: str, names: dict[str, int]) -> int:
+    if text.lower() in names:
+        return names[text.lower()]
+    if not text.isdigit():
+        raise ValueError(f"{text!r} is not a number" + (f" or a name ({', '.join(names)})" if names else ""))
+    return int(text)
+
+
+def _cron_field(text: str, low: int, high: int, names: dict[str, int]) -> None:
+    """One field as robfig/cron reads it: comma-separated ranges `*`|`?`|N|N-M, each with an optional /STEP."""
+    for part in text.split(","):
+        span, slash, step = part.partition("/")
+        if slash and not step.isdigit():
+            raise ValueError(f"step {step!r} in {part!r} is not a whole number")
+        if slash and int(step) == 0:
+            raise ValueError(f"step 0 in {part!r}: a step must be at least 1")
+        if span in ("*", "?"):
+            continue
+        first, dash, last = span.partition("-")
+        start = _cron_value(first, names)
+        end = _cron_value(last, names) if dash else (high if slash else start)  # N/STEP means N-max/STEP
+        if start < low or end > high:
+            raise ValueError(f"{part!r} is outside {low}-{high}")
+        if start > end:
+            raise ValueError(f"{part!r} starts after it ends")
+
+
+def check_cron(text: str) -> str:
+    """The schedule `text` as sent to KFP (whitespace normalised); UsageError, one line, if KFP would refuse it or
+    would read it other than as written (five fields: robfig/cron takes them as second..month)."""
+    spec = " ".join(text.split())
+    if spec.startswith("@"):
+        every = _EVERY.fullmatch(spec)
+        if spec in CRON_DESCRIPTORS:
+            return spec
+        if every:
+            seconds = sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in _DURATION_PART.findall(every[1]))
+            if seconds < 1:
+                raise UsageError(f"cron {text!r}: @every needs at least 1s")
+            return spec
+        raise UsageError(f"cron {text!r}: unknown descriptor; {CRON_HELP}")
+    fields = spec.split(" ") if spec else []
+    if len(fields) == 5:
+        raise UsageError(
+            f"cron {text!r} has 5 fields, which KFP would read as second minute hour day-of-month month; "
+            f"for the crontab line you mean, put the seconds first: --schedule '0 {spec}'"
+        )
+    if len(fields) != 6:
+        raise UsageError(f"cron {text!r} has {len(fields)} fields; {CRON_HELP}")
+    for value, (name, low, high, names) in zip(fields, CRON_FIELDS, strict=True):
+        try:
+            _cron_field(value, low, high, names)
+        except ValueError as e:
+            raise UsageError(f"cron {text!r}: the {name} field {value!r}: {e}; {CRON_HELP}") from None
+    return spec
+
+
+def schedule_name(pipeline: str) -> str:
+    """The display name of the pipeline's one recurring run (release replaces it, unschedule removes it)."""
+    return f"{pipeline} schedule"
+
+
 def version_name(lock: Lock) -> str:
     return f"{metadata.version('mnist-ct-orchestration')}-{lock.content_hash()[:12]}"
 
@@ -62,6 +154,7 @@ class Outcome:
     version_id: str | None = None
     uploaded: bool = False
     run_id: str | None = None
+    schedule_id: str | None = None
     actions: list[str] = field(default_factory=list)
 
 
@@ -169,8 +262,6 @@ def _call(what: str, fn: Callable[[], Any]) -> Any:
 
 
 def _equals(name: str) -> str:
-    import json
-
     return json.dumps({"predicates": [{"operation": "EQUALS", "key": "display_name", "stringValue": name}]})
 
 
@@ -208,8 +299,10 @@ def release(
     dry_run: bool = False,
     registry: str | None = None,
     skip_image_check: bool = False,
+    schedule: str | None = None,
     out: Callable[[str], None] = print,
 ) -> Outcome:
+    cron = check_cron(schedule) if schedule is not None else None  # bad usage before anything else
     with tempfile.TemporaryDirectory(prefix="mnist-ct-release-") as tmp:
         if package is not None:
             compiled = spec.load(package)
@@ -270,6 +363,8 @@ def release(
             out(outcome.actions[-1])
             if not dry_run:
                 _start_run(client, outcome, experiment, namespace, run_params, out)
+        if cron is not None:
+            _schedule(client, outcome, experiment, namespace, cron, run_params, dry_run, out)
         return outcome
 
 
@@ -329,3 +424,134 @@ def _start_run(
     )
     outcome.run_id = run.run_id
     out(f"started run {run.run_id} in experiment {experiment} ({exp.experiment_id})")
+
+
+def find_experiment(client: Any, name: str, namespace: str | None) -> str | None:
+    """The id of the experiment named `name`, or None (looked up, never created)."""
+    response = _call("listing experiments", lambda: client.list_experiments(filter=_equals(name), namespace=namespace))
+    matches = [e for e in (response.experiments or []) if e.display_name == name]
+    return matches[0].experiment_id if matches else None
+
+
+def find_schedules(client: Any, experiment_id: str, name: str) -> list[Any]:
+    """Every recurring run named `name` in the experiment (one, unless someone made more by hand)."""
+    found: list[Any] = []
+    token = ""
+    while True:
+        page = _call(
+            "listing recurring runs",
+            functools.partial(
+                client.list_recurring_runs,
+                experiment_id=experiment_id,
+                filter=_equals(name),
+                page_token=token,
+                page_size=100,
+            ),
+        )
+        found += [r for r in (page.recurring_runs or []) if r.display_name == name]
+        token = page.next_page_token or ""
+        if not token:
+            return found
+
+
+def _scheduled(recurring: Any) -> tuple[Any, ...]:
+    """What release sets on a recurring run, as KFP answers it: equal tuples need no replacement."""
+    trigger = recurring.trigger
+    cron = trigger.cron_schedule.cron if trigger is not None and trigger.cron_schedule is not None else None
+    ref = recurring.pipeline_version_reference
+    config = recurring.runtime_config
+    params = dict((config.parameters if config is not None else None) or {})
+    mode = str(getattr(recurring.mode, "value", recurring.mode))
+    return (
+        cron,
+        ref.pipeline_version_id if ref else None,
+        params,
+        str(recurring.max_concurrency),
+        bool(recurring.no_catchup),
+        mode,
+    )
+
+
+def _schedule(
+    client: Any,
+    outcome: Outcome,
+    experiment: str,
+    namespace: str | None,
+    cron: str,
+    params: Mapping[str, object],
+    dry_run: bool,
+    out: Callable[[str], None],
+) -> None:
+    name = schedule_name(outcome.pipeline)
+    what = f"schedule '{name}' in experiment {experiment}: cron '{cron}', version {outcome.version}"
+    experiment_id = find_experiment(client, experiment, namespace)
+    existing = find_schedules(client, experiment_id, name) if experiment_id else []
+    wanted = (cron, outcome.version_id, dict(params), "1", True, "ENABLE")
+    if len(existing) == 1 and outcome.version_id is not None and _scheduled(existing[0]) == wanted:
+        outcome.schedule_id = existing[0].recurring_run_id
+        outcome.actions.append(f"{what} is already there ({outcome.schedule_id}): unchanged")
+        out(outcome.actions[-1])
+        return
+    ids = ", ".join(r.recurring_run_id for r in existing)
+    verb = f"replace ({ids})" if existing else "create"
+    outcome.actions.append(f"{'dry run: would ' if dry_run else ''}{verb} {what}, max concurrency 1, no catch-up")
+    out(outcome.actions[-1])
+    if dry_run:
+        return
+    if experiment_id is None:
+        exp = _call("creating the experiment", lambda: client.create_experiment(name=experiment, namespace=namespace))
+        experiment_id = exp.experiment_id
+    # KFP has no update for a recurring run: replacing it is delete, then create.
+    for old in existing:
+        _call("deleting the old recurring run", functools.partial(client.delete_recurring_run, old.recurring_run_id))
+    try:
+        created = _call(
+            "creating the recurring run",
+            lambda: client.create_recurring_run(
+                experiment_id,
+                name,
+                description=f"mnist-ct release --schedule: {outcome.pipeline} version {outcome.version}",
+                cron_expression=cron,
+                max_concurrency=1,
+                no_catchup=True,
+                params=dict(params),
+                pipeline_id=outcome.pipeline_id,
+                version_id=outcome.version_id,
+                enabled=True,
+            ),
+        )
+    except RemoteError as e:
+        if existing:
+            raise RemoteError(f"{e}; the old schedule ({ids}) was removed: run release --schedule again") from None
+        raise
+    outcome.schedule_id = created.recurring_run_id
+    made = f"replaced {what} ({ids} ->" if existing else f"created {what} ("
+    made += f"{' ' if existing else ''}{outcome.schedule_id})"
+    out(f"{made}, max concurrency 1, no catch-up")
+
+
+def unschedule(
+    host: str,
+    *,
+    namespace: str | None = None,
+    experiment: str = "mnist-ct",
+    pipeline: str = PIPELINE_NAME,
+    dry_run: bool = False,
+    out: Callable[[str], None] = print,
+) -> list[str]:
+    """Remove the pipeline's recurring run from the experiment; the ids removed ([] and says so: there was none)."""
+    name = schedule_name(pipeline)
+    client = connect(host, namespace)
+    experiment_id = find_experiment(client, experiment, namespace)
+    existing = find_schedules(client, experiment_id, name) if experiment_id else []
+    if not existing:
+        where = f"experiment {experiment}" if experiment_id else f"experiment {experiment} (no such experiment)"
+        out(f"no schedule '{name}' in {where} at {host}: nothing to remove")
+        return []
+    for recurring in existing:
+        if dry_run:
+            out(f"dry run: would remove schedule '{name}' ({recurring.recurring_run_id}) from experiment {experiment}")
+            continue
+        _call("deleting the recurring run", functools.partial(client.delete_recurring_run, recurring.recurring_run_id))
+        out(f"removed schedule '{name}' ({recurring.recurring_run_id}) from experiment {experiment}")
+    return [r.recurring_run_id for r in existing]
