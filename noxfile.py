@@ -366,7 +366,7 @@ def pipeline(session: nox.Session) -> None:
     )
 
 
-BENCHMARKS = ("pipeline", "train", "serve", "soak", "build")
+BENCHMARKS = ("pipeline", "ct", "preprocess_incremental", "train", "serve", "soak", "build")
 
 
 @nox.session(python=False)

@@ -160,7 +160,53 @@ def testcmd_section(r: dict[str, Any]) -> str:
     )
 
 
+def ct_section(r: dict[str, Any]) -> str:
+    rows = []
+    for c in r["cycles"]:
+        champion = c.get("champion") or {}
+        measured = champion.get("accuracy")
+        champ = "-" if measured is None else f"{pct(measured)} ({champion.get('version')})"
+        steps = ", ".join(f"{k} {v:.1f}" for k, v in c["steps_s"].items() if v is not None)
+        accuracy = pct(c["accuracy"]) if c.get("accuracy") is not None else "-"
+        rows.append(
+            [c["cycle"], c["name"], f"{c['train']}/{c['test']}", c["decision"], accuracy, champ, c["live_after"],
+             f"{c['wall_s']:.1f} s", steps]
+        )  # fmt: skip
+    checks = "; ".join(f"{'met' if ok else 'MISSED'}: {name}" for name, ok in r["checks"].items())
+    return (
+        f"Base: {r['base']}; batches of real digits as PNG/JPEG files of mixed sizes and modes.\n\n"
+        + table(
+            [
+                "cycle",
+                "what",
+                "train/test",
+                "decision",
+                "challenger",
+                "champion (same test split)",
+                "live after",
+                "wall",
+                "per step (s)",
+            ],
+            rows,
+        )  # fmt: skip
+        + f"\n\n{checks}."
+    )
+
+
+def incremental_section(r: dict[str, Any]) -> str:
+    s = r["seconds"]
+    return (
+        f"{r['scenario']}.\n\nThe new run, best of three: {s['incremental_in_process_best_wall']:.2f} s wall in "
+        f"process, {s['incremental_python_m_best_wall']:.2f} s as `python -m mnist_ct.preprocess` (target <= "
+        f"{r['target_s']} s: "
+        f"{'met' if r['met'] else 'MISSED'}); with the interpreter start: "
+        f"{'met' if r['met_with_interpreter_start'] else 'MISSED'}."
+    )
+
+
 SECTIONS = [
+    ("ct", "Continuous training: five cycles on one work dir", ct_section),
+    ("preprocess_incremental", "Preprocess: one new batch onto 50,000 collected digits", incremental_section),
     ("pipeline", "Pipeline: wall time and accuracy", pipeline_section),
     ("train", "Training: ours against the original recipe", train_section),
     ("serve", "Serving: TorchServe, 8 concurrent clients", serve_section),
