@@ -4,6 +4,7 @@ format: one sort_keys JSON object a line, `time` first added), joined with each 
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -51,11 +52,12 @@ def volumes(tmp_path: Path) -> tuple[Path, Path]:
     # The torn line has no newline: the next append started a fresh line (append_event does that).
     log = b"".join(line if line.endswith(b"\n") else line + b"\n" for line in lines)
     (deploy / "deployments.jsonl").write_bytes(log)
-    for run, meta in {
+    metas: dict[str, dict[str, Any]] = {
         "run-1": {"data_version": "dv-1", "batches": []},
         "run-2": {"data_version": "dv-2", "batches": [{"id": "batch-a", "images": 40}]},
         "run-3": {"data_version": "dv-3", "batches": [{"id": "batch-a"}, {"id": "batch-b"}]},
-    }.items():
+    }
+    for run, meta in metas.items():
         with publish(data / "runs" / run / "dataset", "dataset", Producer("preprocess", "0.4.0")) as staging:
             (staging.path / "train.npz").write_bytes(b"not read by history")
             staging.meta.update(meta)

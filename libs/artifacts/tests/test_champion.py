@@ -197,7 +197,8 @@ def test_read_deployed_reads_a_version_that_is_no_longer_live(tmp_path: Path) ->
 
 
 def test_read_deployed_refuses_a_version_that_is_not_a_run_id(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="invalid run id '../r1'"):
+    # The version comes from a record (embeddings' meta.champion), not the command line: bad input, exit 3.
+    with pytest.raises(ArtifactError, match="version '../r1' of mnist is not a run id"):
         read_deployed(tmp_path / "deploy", "mnist", "../r1")
 
 
@@ -234,3 +235,20 @@ def test_training_data_that_was_replaced_or_is_gone_is_bad_input(published_run: 
         champion.training_data(published_run.data_root)
     with pytest.raises(ArtifactError, match="is gone from the data volume"):
         champion.training_data(published_run.data_root / "elsewhere")
+
+
+def test_a_recorded_run_id_that_is_not_a_run_id_is_bad_input(published_run: RunPaths) -> None:
+    root = published_run.deploy_root
+    deploy_version(root, published_run.run_id, 0.9, run_id="../runs/" + published_run.run_id)
+    champion = find_champion(root)
+    assert champion is not None
+    with pytest.raises(ArtifactError, match="is not a run id; the record is damaged"):
+        champion.training_data(published_run.data_root)
+
+
+def test_bad_input_a_dangling_live_symlink_is_not_nothing_live(tmp_path):
+    live = tmp_path / "model-store" / "mnist.mar"
+    live.parent.mkdir(parents=True)
+    live.symlink_to(tmp_path / "model-store" / "gone.mar")
+    with pytest.raises(ArtifactError, match="a symlink to nothing"):
+        find_champion(tmp_path)

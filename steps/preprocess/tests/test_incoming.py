@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -394,3 +395,67 @@ def test_bad_usage_of_the_new_options_exits_2(tmp_path, capsys, args, problem):
     assert run(tmp_path / "data", *args) == 2
     assert problem in error_line(capsys.readouterr().err, 2)
     assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("where", ["batch", "file"])
+def test_bad_input_a_name_with_a_newline_is_one_error_line(tmp_path, digits, capsys, where):
+    data = tmp_path / "data"
+    files = resized_batch(digits, 0, 2)
+    if where == "file":
+        files["3/two\nlines.png"] = png(digits.images[3], size=40)
+    drop(data, "b\n1" if where == "batch" else "b1", files)
+    assert run(data) == 3
+    line = error_line(capsys.readouterr().err, 3)
+    assert "a name with a control character" in line and "\\n" in line, line
+    assert nothing_published(data)
+
+
+def test_a_cache_entry_of_another_batch_is_decoded_again(tmp_path, digits, capsys):
+    # Its checksums hold (it is a whole entry, copied): only its record says it holds other digits.
+    data = tmp_path / "data"
+    drop(data, "b1", resized_batch(digits, 0, 4))
+    assert run(data, "--quiet") == 0
+    (b1_cache,) = (data / "raw/incoming").iterdir()
+    drop(data, "b2", resized_batch(digits, 10, 4))
+    assert run(data, "--quiet") == 0
+    (b2_cache,) = set((data / "raw/incoming").iterdir()) - {b1_cache}
+    expected = published(data)[1]
+    shutil.rmtree(b2_cache)
+    shutil.copytree(b1_cache, b2_cache)
+
+    assert run(data) == 0
+    err = capsys.readouterr().err
+    assert "incoming: cache of batch b2 unusable, decoding again" in err and "not of batch b2" in err, err
+    got = published(data)[1]
+    assert all(np.array_equal(got[name].images, expected[name].images) for name in ("train", "test"))
+
+
+def test_bad_input_success_marker_that_is_a_folder(tmp_path, digits, capsys):
+    data = tmp_path / "data"
+    folder = drop(data, "b1", resized_batch(digits, 0, 2), complete=False)
+    (folder / "_SUCCESS").mkdir()
+    assert run(data) == 3
+    line = error_line(capsys.readouterr().err, 3)
+    assert line.startswith(f"preprocess: error: {folder / '_SUCCESS'}: not a file"), line
+    assert nothing_published(data)
+
+
+def test_a_duplicate_with_another_label_is_counted_and_logged(tmp_path, digits, capsys):
+    data = tmp_path / "data"
+    label = int(digits.labels[1])
+    image = png(digits.images[1], size=50)
+    drop(data, "a", {f"{label}/one.png": image})
+    drop(data, "b", {f"{(label + 1) % 10}/same-pixels.png": image, **resized_batch(digits, 2, 1)})
+    assert run(data) == 0
+    err = capsys.readouterr().err
+    a, b = published(data)[0]["batches"]
+    assert (a["label_conflicts"], b["duplicates"], b["label_conflicts"]) == (0, 1, 1)
+    assert "incoming: batch b: 1 of its duplicates carry another label" in err, err
+    pixels = decoded({"x": image})[0]
+    kept = [
+        int(lb)
+        for split in published(data)[1].values()
+        for im, lb in zip(split.images, split.labels, strict=True)
+        if np.array_equal(im, pixels)
+    ]
+    assert kept == [label]  # the first one is kept, once

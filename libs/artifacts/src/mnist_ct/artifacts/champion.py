@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import zipfile
 from dataclasses import dataclass
@@ -82,7 +83,8 @@ class Champion:
     def accuracy(self) -> float | None:
         """The accuracy deploy recorded (measured on the champion's own test split: compare with care)."""
         value = self.record.get("accuracy")
-        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        return float(value) if number else None
 
     @property
     def data_version(self) -> str | None:
@@ -136,6 +138,12 @@ class Champion:
     def training_data(self, data_root: Path) -> tuple[Path, Manifest]:
         """The data set the champion was trained on, `<data-root>/runs/<its run>/dataset/`, and its manifest:
         ArtifactError if it is gone or is not the one the champion's record names (by manifest digest)."""
+        try:
+            check_run_id(self.run_id)
+        except UsageError:
+            raise ArtifactError(
+                f"{self.folder / DEPLOYMENT_FILE}: run_id {self.run_id!r} is not a run id; the record is damaged"
+            ) from None
         folder = confined(data_root, "runs", self.run_id, "dataset")
         if not (folder / MANIFEST).is_file():
             raise ArtifactError(
@@ -159,6 +167,8 @@ def find_champion(deploy_root: Path, model_name: str = DEFAULT_MODEL_NAME) -> Ch
     """
     live = live_archive_path(deploy_root, model_name)
     if not live.exists():
+        if live.is_symlink():  # a dangling link is not "nothing live": that would bless anything
+            raise ArtifactError(f"{live}: a symlink to nothing; deploy or roll back to replace the live archive")
         return None
     try:
         with zipfile.ZipFile(live) as z:
@@ -184,8 +194,16 @@ def find_champion(deploy_root: Path, model_name: str = DEFAULT_MODEL_NAME) -> Ch
 
 def read_deployed(deploy_root: Path, model_name: str, version: str) -> Champion:
     """Version `version` of `model_name` as history/<version>/ holds it, verified (live or not): how a step
-    reads exactly the champion an earlier step of its run measured, even if another deploy happened since."""
-    check_run_id(version)
+    reads exactly the champion an earlier step of its run measured, even if another deploy happened since.
+
+    `version` comes from a record (an artifact's meta, a log): one that is not a run id is bad input, exit 3;
+    a caller with a version from the command line checks it with check_run_id first (exit 2)."""
+    try:
+        check_run_id(version)
+    except UsageError:
+        raise ArtifactError(
+            f"version {version!r} of {model_name} is not a run id; the record naming it is damaged"
+        ) from None
     folder = confined(deploy_root, "history", version)
     manifest = read_verified(folder, DEPLOYMENT_KIND)  # every listed file's sha256
     mar = f"{check_model_name(model_name)}.mar"

@@ -31,6 +31,7 @@ from mnist_ct.artifacts import (
     Manifest,
     Producer,
     Split,
+    check_split,
     class_counts,
     confined,
     digits,
@@ -118,7 +119,12 @@ def _entries(folder: Path) -> list[os.DirEntry[str]]:
 
 
 def _checked(data_root: Path, entry: os.DirEntry[str]) -> None:
-    """A symlink inside the incoming folder must stay on the data volume (confined raises, exit 3)."""
+    """A symlink inside the incoming folder must stay on the data volume (confined raises, exit 3); a name with
+    a control character (a newline) is refused, since it would split the one error or log line that names it."""
+    if not entry.name.isprintable():
+        raise ArtifactError(
+            f"{entry.path!r}: a name with a control character (newline, tab, ...); rename it with printable characters"
+        )
     if entry.is_symlink():
         confined(data_root, os.path.relpath(entry.path, data_root))
 
@@ -139,7 +145,10 @@ def find_batches(data_root: Path, log: Log) -> tuple[list[Batch], list[str]]:
         if not entry.is_dir():
             continue  # a file beside the batches (a README) is not a batch
         folder = Path(entry.path)
-        if not (folder / SUCCESS).is_file():
+        marker = folder / SUCCESS
+        if marker.exists() and not marker.is_file():  # not "incomplete": whoever dropped it meant it complete
+            raise ArtifactError(f"{marker}: not a file; {DROP_IN}: remove it and create the empty file")
+        if not marker.is_file():
             incomplete.append(entry.name)
             continue
         batches.append(_read_batch(data_root, folder))
@@ -175,7 +184,7 @@ def decode_batch(batch: Batch, cache_folder: Path, skip_bad_files: bool, log: Lo
     An undecodable file: ArtifactError naming it, unless `skip_bad_files` (then logged and left out).
     """
     try:
-        decoded = _read_cache(cache_folder)
+        decoded = _read_cache(cache_folder, batch)
     except ArtifactError as e:  # a damaged cache entry is only a cache miss: decode again and replace it
         log(f"incoming: cache of batch {batch.id} unusable, decoding again ({e})")
         decoded = None
@@ -210,16 +219,25 @@ def _decode(batch: Batch, skip_bad_files: bool) -> Decoded:
     )
 
 
-def _read_cache(folder: Path) -> Decoded | None:
+def _read_cache(folder: Path, batch: Batch) -> Decoded | None:
     if not (folder / MANIFEST).is_file():
         return None
     manifest: Manifest = read_manifest(folder, CACHE_KIND)
-    return Decoded(
+    # Checksums only prove the files are what the manifest lists: an entry for another batch or decoder (copied
+    # or renamed), or arrays that break the contract, would add the wrong digits or fail later without a name.
+    meta = manifest.meta
+    if meta.get("batch_sha256") != batch.sha256 or meta.get("digits_sha256") != digits_source_sha256():
+        raise ArtifactError(f"{folder}: the cache entry is not of batch {batch.id} as it is now")
+    decoded = Decoded(
         load_array(folder, manifest, "images.npy"),
         load_array(folder, manifest, "labels.npy"),
-        list(manifest.meta.get("skipped", [])),
+        list(meta.get("skipped", [])),
         cached=True,
     )
+    check_split(str(folder), Split(decoded.images, decoded.labels))
+    if not all(isinstance(s, dict) and {"file", "reason"} <= s.keys() for s in decoded.skipped):
+        raise ArtifactError(f"{folder / MANIFEST}: meta.skipped is not a list of {{file, reason}}")
+    return decoded
 
 
 def _write_cache(folder: Path, batch: Batch, decoded: Decoded) -> None:
@@ -254,21 +272,26 @@ def add_batches(
     """The base splits grown by every batch (in the order given), and one record per batch for the manifest.
 
     The base keeps its split; an incoming image goes to test by its pixels' hash; an exact duplicate (same 28x28
-    pixels) of anything already in is dropped and counted.
+    pixels) of anything already in is dropped and counted, and counted again when its label differs from the
+    label kept (a labelling mistake somewhere: the log says so).
     """
-    seen = set(pixel_hashes(base["train"].images)) | set(pixel_hashes(base["test"].images))
+    # pixels' hash -> the label kept for them: a duplicate with another label is counted (the first one wins)
+    seen: dict[bytes, int] = {}
+    for split in (base["train"], base["test"]):
+        seen.update(zip(pixel_hashes(split.images), split.labels.tolist(), strict=True))
     parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {
         name: [(split.images, split.labels)] for name, split in base.items()
     }
     records = []
     for batch, decoded in batches:
         chosen: dict[str, list[int]] = {"train": [], "test": []}
-        duplicates = 0
+        duplicates = conflicts = 0
         for i, h in enumerate(pixel_hashes(decoded.images)):
             if h in seen:
                 duplicates += 1
+                conflicts += seen[h] != int(decoded.labels[i])
                 continue
-            seen.add(h)
+            seen[h] = int(decoded.labels[i])
             chosen["test" if goes_to_test(h, test_fraction) else "train"].append(i)
         for name, index in chosen.items():
             parts[name].append((decoded.images[index], decoded.labels[index]))
@@ -280,6 +303,7 @@ def add_batches(
                 "train": len(chosen["train"]),
                 "test": len(chosen["test"]),
                 "duplicates": duplicates,
+                "label_conflicts": conflicts,
                 "skipped": len(decoded.skipped),
                 "counts": {name: class_counts(decoded.labels[index]) for name, index in chosen.items()},
             }

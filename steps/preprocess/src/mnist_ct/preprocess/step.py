@@ -156,6 +156,11 @@ def run(paths: RunPaths, options: Options, log: Log) -> None:
             f"train +{record['train']}, test +{record['test']}, {record['duplicates']} duplicates dropped, "
             f"{record['skipped']} files skipped"
         )
+        if record["label_conflicts"]:
+            log(
+                f"incoming: batch {record['id']}: {record['label_conflicts']} of its duplicates carry another label "
+                "than the copy already in (that one is kept); check the labels of this batch and the earlier ones"
+            )
     meta.update(
         base={"dataset": options.dataset, "data_version": base_version},
         batches=records,
