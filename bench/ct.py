@@ -234,7 +234,7 @@ def main() -> int:
     }
     result = {
         "benchmark": "ct",
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load": os.getloadavg()},
         "base": f"mnist-5k, {BASE_PER_CLASS} digits per class (limit_per_class)",
         "cycles": cycles,
