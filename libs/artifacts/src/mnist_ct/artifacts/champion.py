@@ -83,8 +83,9 @@ class Champion:
     def accuracy(self) -> float | None:
         """The accuracy deploy recorded (measured on the champion's own test split: compare with care)."""
         value = self.record.get("accuracy")
-        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        return float(value) if number else None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return None
+        return float(value)
 
     @property
     def data_version(self) -> str | None:
