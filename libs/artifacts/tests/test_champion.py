@@ -29,18 +29,9 @@ from mnist_ct.artifacts import (
     read_manifest,
     sha256_file,
 )
+from mnist_ct.artifacts.testing import mar_bytes, npy_bytes, publish_deployment
 
 VERSIONS = {"preprocess": "0.4.0", "train_model": "0.3.1", "analysis": "0.4.0"}
-
-
-def mar_bytes(record: dict[str, Any], members: dict[str, bytes]) -> bytes:
-    """A .mar as deploy builds it, reduced to what the champion is read from: a zip with deployment.json."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as z:
-        z.writestr("deployment.json", json.dumps(record))
-        for name, data in members.items():
-            z.writestr(name, data)
-    return buffer.getvalue()
 
 
 def deploy_version(
@@ -61,19 +52,9 @@ def deploy_version(
         "serving": {"k": 3, "vote": "distance", "max_pixels": 1000, "threads": 1, "version": version},
         **record,
     }
-    labels = io.BytesIO()
-    np.save(labels, np.arange(10, dtype=np.int64))
-    members = {"model.pt": f"model of {version}".encode(), "index.faiss": b"index", "labels.npy": labels.getvalue()}
-    folder = deploy_root / "history" / version
-    with publish(folder, "deployment", Producer("deploy", "0.4.0"), {"model": "m" * 64}) as staging:
-        (staging.path / f"{model_name}.mar").write_bytes(mar_bytes(doc, members))
-        (staging.path / "deployment.json").write_text(json.dumps(doc))
-    archive = folder / f"{model_name}.mar"
-    if live:
-        store = deploy_root / "model-store"
-        store.mkdir(parents=True, exist_ok=True)
-        (store / f"{model_name}.mar").write_bytes(archive.read_bytes())
-    return archive
+    labels = npy_bytes(np.arange(10, dtype=np.int64))
+    members = {"model.pt": f"model of {version}".encode(), "index.faiss": b"index", "labels.npy": labels}
+    return publish_deployment(deploy_root, doc, members, model_name, live)
 
 
 def test_nothing_live_is_no_champion(tmp_path: Path) -> None:

@@ -9,8 +9,6 @@ its dependencies: embedding ran it), so model.pt here is a stand-in; embedding's
 from __future__ import annotations
 
 import io
-import json
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +16,10 @@ import faiss
 import numpy as np
 from analysis_testdata import CraftedRun, unit_rows, write_embeddings_artifact, write_index_artifact
 
-from mnist_ct.artifacts import Producer, RunPaths, atomic_write_bytes, find_champion, publish, read_manifest
+from mnist_ct.artifacts import Producer, RunPaths, find_champion, read_manifest
 from mnist_ct.artifacts.embeddings import write_embeddings
+from mnist_ct.artifacts.testing import publish_deployment
 
-DEPLOY_PRODUCER = Producer("deploy", "0.0.0+test")
 MAJORITY_1NN = {"k": 1, "vote": "majority"}
 
 
@@ -36,15 +34,6 @@ def index_bytes(vectors: np.ndarray) -> bytes:
     index = faiss.IndexFlatIP(vectors.shape[1])
     index.add(np.ascontiguousarray(vectors, dtype=np.float32))
     return faiss.serialize_index(index).tobytes()
-
-
-def mar_bytes(record: dict[str, Any], members: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as z:
-        z.writestr("deployment.json", json.dumps(record))
-        for name, data in members.items():
-            z.writestr(name, data)
-    return buffer.getvalue()
 
 
 def deploy_champion(
@@ -68,14 +57,7 @@ def deploy_champion(
         "labels.npy": npy_bytes(labels.astype(np.int64)),
         **(members or {}),
     }
-    archive = mar_bytes(record, files)
-    folder = deploy_root / "history" / version
-    with publish(folder, "deployment", DEPLOY_PRODUCER) as staging:
-        (staging.path / "mnist.mar").write_bytes(archive)
-        (staging.path / "deployment.json").write_text(json.dumps(record))
-    if live:
-        atomic_write_bytes(deploy_root / "model-store" / "mnist.mar", archive)
-    return folder / "mnist.mar"
+    return publish_deployment(deploy_root, record, files, live=live)
 
 
 def embed_for_champion(crafted: CraftedRun, champion_test: np.ndarray | None, meta: Any = "live") -> None:

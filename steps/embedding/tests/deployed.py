@@ -8,26 +8,11 @@ here is a stand-in; analysis' tests build the real index.
 
 from __future__ import annotations
 
-import io
-import json
-import zipfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from mnist_ct.artifacts import Producer, atomic_write_bytes, publish
-
-DEPLOY_PRODUCER = Producer("deploy", "0.0.0+test")
-
-
-def mar_bytes(record: dict[str, Any], members: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as z:
-        z.writestr("deployment.json", json.dumps(record))
-        for name, data in members.items():
-            z.writestr(name, data)
-    return buffer.getvalue()
+from mnist_ct.artifacts.testing import npy_bytes, publish_deployment
 
 
 def deploy_champion(
@@ -43,19 +28,6 @@ def deploy_champion(
     members = {
         "model.pt": model_pt,
         "index.faiss": b"stand-in: embedding does not read the index",
-        "labels.npy": _npy(np.arange(10, dtype=np.int64)),
+        "labels.npy": npy_bytes(np.arange(10, dtype=np.int64)),
     }
-    archive = mar_bytes(record, members)
-    folder = deploy_root / "history" / version
-    with publish(folder, "deployment", DEPLOY_PRODUCER) as staging:
-        (staging.path / f"{model_name}.mar").write_bytes(archive)
-        (staging.path / "deployment.json").write_text(json.dumps(record))
-    if live:
-        atomic_write_bytes(deploy_root / "model-store" / f"{model_name}.mar", archive)
-    return folder / f"{model_name}.mar"
-
-
-def _npy(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    return buffer.getvalue()
+    return publish_deployment(deploy_root, record, members, model_name, live)

@@ -7,7 +7,6 @@ import io
 import json
 import os
 import shutil
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +14,9 @@ import pytest
 from PIL import Image
 from step_runs import error_line, nothing_published
 
-from mnist_ct.artifacts import VERSIONS_ENV, Producer, Split, publish, read_dataset
+from mnist_ct.artifacts import VERSIONS_ENV, Split, read_dataset
 from mnist_ct.artifacts import digits as digits_module
-from mnist_ct.artifacts.testing import executor_input, read_executor_output
+from mnist_ct.artifacts.testing import executor_input, publish_deployment, read_executor_output
 from mnist_ct.preprocess.__main__ import main
 from mnist_ct.preprocess.incoming import goes_to_test
 from mnist_ct.preprocess.step import ARTIFACTS
@@ -293,14 +292,7 @@ def make_champion(deploy_root: Path, version: str, data_version: str, versions: 
     archive copied to model-store/mnist.mar."""
     record = {"version": version, "run_id": version, "accuracy": 0.95, "data_version": data_version}
     record["versions"] = versions
-    archive = io.BytesIO()
-    with zipfile.ZipFile(archive, "w") as z:
-        z.writestr("deployment.json", json.dumps(record))
-    with publish(deploy_root / "history" / version, "deployment", Producer("deploy", "0.4.0")) as staging:
-        (staging.path / "mnist.mar").write_bytes(archive.getvalue())
-        (staging.path / "deployment.json").write_text(json.dumps(record))
-    (deploy_root / "model-store").mkdir(parents=True, exist_ok=True)
-    (deploy_root / "model-store/mnist.mar").write_bytes(archive.getvalue())
+    publish_deployment(deploy_root, record)
 
 
 @pytest.fixture

@@ -3,10 +3,7 @@ validate judges this run's data set against it (pixel mean/std per split, the tr
 
 from __future__ import annotations
 
-import io
-import json
 import shutil
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -25,11 +22,10 @@ from mnist_ct.artifacts import (
     read_manifest,
     write_dataset,
 )
-from mnist_ct.artifacts.testing import take
+from mnist_ct.artifacts.testing import publish_deployment, take
 from mnist_ct.validate.__main__ import main
 
 PREPROCESS = Producer("preprocess", "0.3.0")
-DEPLOY = Producer("deploy", "0.3.0")
 SKIP_REASON = "skipped: no champion on the deploy volume"
 
 
@@ -85,15 +81,7 @@ def make_champion(
         "accuracy": 0.9,
         "serving": {"k": 1, "vote": "majority"},
     }
-    record_bytes = json.dumps(record, indent=2).encode()
-    archive = io.BytesIO()
-    with zipfile.ZipFile(archive, "w") as z:
-        z.writestr("deployment.json", record_bytes)
-    with publish(deploy_root / "history" / version, "deployment", DEPLOY) as staging:
-        (staging.path / f"{model_name}.mar").write_bytes(archive.getvalue())
-        (staging.path / "deployment.json").write_bytes(record_bytes)
-    (deploy_root / "model-store").mkdir(exist_ok=True)
-    (deploy_root / "model-store" / f"{model_name}.mar").write_bytes(archive.getvalue())
+    publish_deployment(deploy_root, record, model_name=model_name)
     champion = find_champion(deploy_root, model_name)
     assert champion is not None and champion.version == version  # the layout find_champion reads
     return dataset

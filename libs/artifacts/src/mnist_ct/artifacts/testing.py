@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import re
 import subprocess
+import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from .dataset import Split
+from .manifest import Producer, atomic_write_bytes, publish
 from .mnist5k import TEST_PRODUCER, mnist5k, publish_run, take
 from .paths import RunPaths
 
@@ -157,6 +161,47 @@ def read_only_volume(tmp_path: Path) -> Iterator[Path]:
     """A folder on a read-only file system: every write fails with EROFS (even as root)."""
     with tmpfs_volume(tmp_path / "ro", read_only=True) as folder:
         yield folder
+
+
+DEPLOY_PRODUCER = Producer("deploy", "0.0.0+test")
+
+
+def npy_bytes(array: Any) -> bytes:
+    """`array` as the bytes of a .npy file (what labels.npy holds inside a model archive)."""
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def mar_bytes(record: Mapping[str, Any], members: Mapping[str, bytes]) -> bytes:
+    """A model archive as deploy builds it, reduced to what the champion is read from: a zip of deployment.json
+    (`record`) and `members` (model.pt, index.faiss, labels.npy)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:
+        z.writestr("deployment.json", json.dumps(record))
+        for name, data in members.items():
+            z.writestr(name, data)
+    return buffer.getvalue()
+
+
+def publish_deployment(
+    deploy_root: Path,
+    record: Mapping[str, Any],
+    members: Mapping[str, bytes] | None = None,
+    model_name: str = "mnist",
+    live: bool = True,
+) -> Path:
+    """Version `record["version"]` laid out as deploy leaves it, reduced to what the champion is read from:
+    history/<version>/ (kind "deployment": <model>.mar, a zip of deployment.json plus `members`, and
+    deployment.json beside it) and, if `live`, model-store/<model>.mar, a byte-equal copy. The history archive."""
+    archive = mar_bytes(record, members or {})
+    folder = Path(deploy_root) / "history" / str(record["version"])
+    with publish(folder, "deployment", DEPLOY_PRODUCER) as staging:
+        (staging.path / f"{model_name}.mar").write_bytes(archive)
+        (staging.path / "deployment.json").write_text(json.dumps(record))
+    if live:
+        atomic_write_bytes(Path(deploy_root) / "model-store" / f"{model_name}.mar", archive)
+    return folder / f"{model_name}.mar"
 
 
 @pytest.fixture(scope="session")
