@@ -1,16 +1,21 @@
-"""Serving soak: many requests from concurrent clients against a real TorchServe, one worker SIGKILLed midway.
+"""Serving soak: many requests from concurrent clients against a real model server, one worker SIGKILLed midway.
 
-Used by tests/test_soak.py and bench/soak.py. Each client holds one keep-alive HTTP/1.1 connection and
-posts PNG digits in a closed loop until `total` requests have been sent; no request is retried, so a
-lost request shows. When half of them have been sent, one READY model worker (a Python process of
-TorchServe's, found through the management API) is SIGKILLed. What is measured:
+Used by tests/test_soak.py and bench/soak.py, for both runtimes: TorchServe (LocalServer) and the KServe
+predictor (LocalPredictor). Each client holds one keep-alive HTTP/1.1 connection and posts PNG digits in a
+closed loop until `total` requests have been sent; no request is retried, so a lost request shows. When
+half of them have been sent, one serving worker is SIGKILLed: a READY TorchServe Python worker (found
+through the management API), or the first of the KServe parent's spawned workers. What is measured:
 
 - every request's start, end and status (0: the connection failed), so the failures can be compared
-  with what was in flight on the killed worker;
-- recovery: from the kill until a request sent after it succeeds, and until the model has its full
-  number of READY workers again, the replacement's pid being new (management API polled every 50 ms);
+  with what was in flight when the worker died;
+- recovery: from the kill until a request sent after it succeeds, and until the server has its full
+  number of workers again, the replacement's pid being new (polled every 50 ms); for KServe also until
+  the replacement itself answers (probes on new connections until one lands on it, found by its socket);
 - that every answer for one image is the same label, before and after the kill (the replacement
   serves the same model).
+
+`soak(server, images, ...)` takes a LocalServer, a LocalPredictor or a SoakTarget (the runtime-neutral
+description: port, path, content type, `workers()` and `choose_worker()`, the one to SIGKILL).
 """
 
 from __future__ import annotations
@@ -21,12 +26,13 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from mnist_ct.deploy.server import LocalServer
+from mnist_ct.deploy.server import LocalPredictor, LocalServer
 
 
 @dataclass
@@ -38,6 +44,22 @@ class Answer:
     label: int | None
 
 
+@dataclass
+class SoakTarget:
+    """What the soak needs of a model server, whichever runtime serves it."""
+
+    runtime: str
+    port: int
+    path: str
+    workers: Callable[[], dict[int, str]]  # pid -> worker id of the workers serving now
+    choose_worker: Callable[[dict[int, str]], int]  # given workers(): the pid the soak SIGKILLs
+    expected_workers: int
+    config: dict[str, Any] = field(default_factory=dict)  # workers, batch_size, max_batch_delay_ms (None: n/a)
+    content_type: str = "image/png"
+    # pid -> whether a request on a new connection was answered by that process (None: not measured)
+    answered_by: Callable[[int], bool] | None = None
+
+
 def ready_workers(server: LocalServer) -> dict[int, str]:
     """pid -> worker id of the model's READY workers (management API)."""
     try:
@@ -47,18 +69,84 @@ def ready_workers(server: LocalServer) -> dict[int, str]:
     return {w["pid"]: w["id"] for e in status for w in e.get("workers", []) if w.get("status") == "READY"}
 
 
-def soak(server: LocalServer, images: list[bytes], total: int = 10_000, clients: int = 8) -> dict[str, Any]:
+def torchserve_target(server: LocalServer) -> SoakTarget:
+    o = server.options
+    return SoakTarget(
+        runtime="torchserve",
+        port=server.ports["inference"],
+        path=f"/predictions/{server.model_name}",
+        workers=lambda: ready_workers(server),
+        choose_worker=lambda before: sorted(before)[0],
+        expected_workers=o.workers,
+        config={"workers": o.workers, "batch_size": o.batch_size, "max_batch_delay_ms": o.max_batch_delay_ms},
+    )
+
+
+def kserve_target(predictor: LocalPredictor, image: bytes) -> SoakTarget:
+    """The KServe predictor: its parent's spawned workers; `image` is what the replacement probe posts."""
+
+    def workers() -> dict[int, str]:
+        return {pid: f"kserve-worker-{pid}" for pid in predictor.worker_pids()}
+
+    def first_worker(before: dict[int, str]) -> int:
+        pids = predictor.worker_pids()
+        return pids[0] if pids else sorted(before)[0]
+
+    def answered_by(pid: int) -> bool:
+        """POST `image` on a new connection; True if `pid` holds the server side of it and answered 200."""
+        import psutil
+
+        conn = http.client.HTTPConnection("127.0.0.1", predictor.port, timeout=10)
+        try:
+            conn.request("POST", predictor.predict_path, image, {"Content-Type": "image/png"})
+            r = conn.getresponse()
+            r.read()
+            assert conn.sock is not None
+            mine = conn.sock.getsockname()[1]
+            try:
+                sockets = psutil.Process(pid).net_connections(kind="tcp")
+            except psutil.Error:
+                return False
+            return r.status == 200 and any(s.raddr and s.raddr.port == mine for s in sockets)
+        except (OSError, http.client.HTTPException):
+            return False
+        finally:
+            conn.close()
+
+    return SoakTarget(
+        runtime="kserve",
+        port=predictor.port,
+        path=predictor.predict_path,
+        workers=workers,
+        choose_worker=first_worker,
+        expected_workers=predictor.workers,
+        config={"workers": predictor.workers, "batch_size": None, "max_batch_delay_ms": None},
+        answered_by=answered_by,
+    )
+
+
+def as_target(server: LocalServer | LocalPredictor | SoakTarget, images: list[bytes]) -> SoakTarget:
+    if isinstance(server, SoakTarget):
+        return server
+    if isinstance(server, LocalPredictor):
+        return kserve_target(server, images[0])
+    return torchserve_target(server)
+
+
+def soak(
+    server: LocalServer | LocalPredictor | SoakTarget, images: list[bytes], total: int = 10_000, clients: int = 8
+) -> dict[str, Any]:
     """Send `total` requests from `clients` clients, SIGKILL one worker after total/2; the figures."""
+    target = as_target(server, images)
     answers: list[Answer] = []
     lock = threading.Lock()
     sent = [0]
     halfway = threading.Event()
-    path = f"/predictions/{server.model_name}"
-    port = server.ports["inference"]
-    deadline = time.monotonic() + 120  # the server is up with one READY worker: wait for all of them
-    while len(before := ready_workers(server)) < server.options.workers and time.monotonic() < deadline:
+    path, port, ctype = target.path, target.port, target.content_type
+    deadline = time.monotonic() + 120  # the server is up with one worker: wait for all of them
+    while len(before := target.workers()) < target.expected_workers and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert len(before) == server.options.workers, f"expected {server.options.workers} READY workers: {before}"
+    assert len(before) == target.expected_workers, f"expected {target.expected_workers} workers: {before}"
 
     def client(n: int) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
@@ -74,7 +162,7 @@ def soak(server: LocalServer, images: list[bytes], total: int = 10_000, clients:
             image = i % len(images)
             t0 = time.perf_counter()
             try:
-                conn.request("POST", path, images[image], {"Content-Type": "image/png"})
+                conn.request("POST", path, images[image], {"Content-Type": ctype})
                 r = conn.getresponse()
                 body = r.read()
                 status = r.status
@@ -92,16 +180,24 @@ def soak(server: LocalServer, images: list[bytes], total: int = 10_000, clients:
 
     def killer() -> None:
         halfway.wait()
-        pid = sorted(before)[0]
-        kill["pid"], kill["worker"] = pid, before[pid]
+        pid = target.choose_worker(before)
+        kill["pid"], kill["worker"] = pid, before.get(pid, str(pid))
         kill["at"] = time.perf_counter()
         os.kill(pid, signal.SIGKILL)
         deadline = kill["at"] + 120
         while time.perf_counter() < deadline:
-            now = ready_workers(server)
+            now = target.workers()
             if len(now) == len(before) and pid not in now:
                 kill["ready_again_at"] = time.perf_counter()
-                kill["replacement_pid"] = next(p for p in now if p not in before)
+                kill["replacement_pid"] = next((p for p in now if p not in before), None)
+                break
+            time.sleep(0.05)
+        replacement = kill.get("replacement_pid")
+        if target.answered_by is None or replacement is None:
+            return
+        while time.perf_counter() < deadline:
+            if target.answered_by(replacement):
+                kill["replacement_answered_at"] = time.perf_counter()
                 return
             time.sleep(0.05)
 
@@ -114,11 +210,19 @@ def soak(server: LocalServer, images: list[bytes], total: int = 10_000, clients:
     for t in threads:
         t.join()
     finished = time.perf_counter()
-    watcher.join(timeout=130)
-    return figures(answers, kill, started, finished, images, clients, server.options)
+    watcher.join(timeout=250)
+    return figures(answers, kill, started, finished, images, clients, target)
 
 
-def figures(answers: list[Answer], kill: dict[str, Any], started: float, finished: float, images, clients, options):
+def figures(
+    answers: list[Answer],
+    kill: dict[str, Any],
+    started: float,
+    finished: float,
+    images: list[bytes],
+    clients: int,
+    target: SoakTarget,
+) -> dict[str, Any]:
     t_kill = kill["at"]
     failed = [a for a in answers if a.status != 200]
     in_flight = [a for a in answers if a.start <= t_kill < a.end]
@@ -130,12 +234,20 @@ def figures(answers: list[Answer], kill: dict[str, Any], started: float, finishe
     ms = np.array([a.end - a.start for a in answers if a.status == 200]) * 1000.0
     around = [a.end - a.start for a in answers if a.start <= t_kill + 1.0 and a.end >= t_kill]
     ready_s = kill.get("ready_again_at", float("nan")) - t_kill
+    recovery: dict[str, Any] = {
+        "first_success_sent_after_kill_ms": round((after[0].end - t_kill) * 1000, 1) if after else None,
+        "worker_ready_again_s": round(ready_s, 2),
+    }
+    if target.answered_by is not None:
+        answered = kill.get("replacement_answered_at")
+        recovery["replacement_answered_s"] = round(answered - t_kill, 2) if answered is not None else None
     return {
+        "runtime": target.runtime,
         "requests": len(answers),
         "clients": clients,
-        "workers": options.workers,
-        "batch_size": options.batch_size,
-        "max_batch_delay_ms": options.max_batch_delay_ms,
+        "workers": target.config.get("workers", target.expected_workers),
+        "batch_size": target.config.get("batch_size"),
+        "max_batch_delay_ms": target.config.get("max_batch_delay_ms"),
         "seconds": round(finished - started, 2),
         "requests_per_s": round(len(answers) / (finished - started), 1),
         "ok": len(answers) - len(failed),
@@ -143,15 +255,12 @@ def figures(answers: list[Answer], kill: dict[str, Any], started: float, finishe
         "failed_statuses": sorted({a.status for a in failed}),
         "in_flight_at_kill": len(in_flight),
         "failed_in_flight_at_kill": sum(a.start <= t_kill < a.end for a in failed),
-        # A failure sent after the kill can only have been taken by the dead worker before TorchServe
+        # A failure sent after the kill can only have been taken by the dead worker before the server
         # noticed; this is the latest such start, relative to the kill.
         "failed_latest_start_after_kill_ms": round(max((a.start - t_kill for a in failed), default=0.0) * 1000, 1),
         "failed_first_answer_after_kill_ms": round(min((a.end - t_kill for a in failed), default=0.0) * 1000, 1),
         "killed_worker": {"pid": kill["pid"], "id": kill["worker"], "replacement_pid": kill.get("replacement_pid")},
-        "recovery": {
-            "first_success_sent_after_kill_ms": round((after[0].end - t_kill) * 1000, 1) if after else None,
-            "worker_ready_again_s": round(ready_s, 2),
-        },
+        "recovery": recovery,
         "latency_ms": {
             "p50": round(float(np.percentile(ms, 50)), 2),
             "p99": round(float(np.percentile(ms, 99)), 2),

@@ -582,12 +582,13 @@ def test_bad_input_rollback_when_the_log_names_a_version_that_is_no_run_id(runs,
     ],
 )
 def test_bad_input_serve_option_out_of_range_exits_2(tmp_path, capsys, args, named):
-    assert main(["serve", "--deploy-root", str(tmp_path / "deploy"), *args]) == 2
+    assert main(["serve", "--runtime", "torchserve", "--deploy-root", str(tmp_path / "deploy"), *args]) == 2
     usage_error(capsys, named)
 
 
 def test_bad_input_serve_ports_that_collide_exit_2(tmp_path, capsys):
-    args = ["serve", "--deploy-root", str(tmp_path), "--port", "9000", "--metrics-port", "9000"]
+    args = ["serve", "--runtime", "torchserve", "--deploy-root", str(tmp_path), "--port", "9000"]
+    args += ["--metrics-port", "9000"]
     assert main(args) == 2
     one_error_line(capsys, "must differ")
 
@@ -596,14 +597,57 @@ def test_bad_input_serve_ports_that_collide_exit_2(tmp_path, capsys):
 def test_bad_input_serve_folder_that_is_a_file_exits_2(tmp_path, capsys, option):
     a_file = tmp_path / "a-file"
     a_file.write_text("x")
-    args = ["serve", "--deploy-root", str(tmp_path), option, str(a_file)]
+    args = ["serve", "--runtime", "torchserve", "--deploy-root", str(tmp_path), option, str(a_file)]
     assert main(args) == 2
     usage_error(capsys, option, "is a file")
 
 
 def test_bad_input_serve_a_deploy_root_with_nothing_deployed_exits_3(tmp_path, capsys):
-    assert main(["serve", "--deploy-root", str(tmp_path), "--quiet"]) == 3
+    assert main(["serve", "--runtime", "torchserve", "--deploy-root", str(tmp_path), "--quiet"]) == 3
     one_error_line(capsys, "config.properties", "run deploy first")
+    assert main(["serve", "--deploy-root", str(tmp_path), "--quiet"]) == 3  # kserve, the default
+    one_error_line(capsys, "kserve/mnist/live", "deploy a run first")
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--batch-size", "4"], "--batch-size"),  # TorchServe's options with KServe, and the other way round
+        (["--management-port", "9001"], "--management-port"),
+        (["--runtime", "torchserve", "--poll-interval", "2"], "--poll-interval"),
+        (["--runtime", "torchserve", "--model-name", "digits"], "--model-name"),
+        (["--poll-interval", "0"], "--poll-interval"),
+        (["--poll-interval", "61"], "--poll-interval"),
+        (["--runtime", "tensorflow"], "--runtime"),
+        (["--model-name", "../x"], "--model-name"),
+    ],
+)
+def test_bad_input_serve_options_of_the_other_runtime_or_out_of_range_exit_2(tmp_path, capsys, args, named):
+    assert main(["serve", "--deploy-root", str(tmp_path), *args]) == 2
+    usage_error(capsys, named)
+
+
+@pytest.mark.parametrize("target", ["../elsewhere", "/etc", ".hidden", ""])
+def test_bad_input_serve_kserve_with_a_live_pointer_off_its_folder_exits_3(runs, deploy_root, capsys, target):
+    assert main(cli_roots(runs["good"], deploy_root)) == 0
+    live = deploy_root / "kserve" / "mnist" / "live"
+    live.unlink()
+    if target:
+        live.symlink_to(target)
+    else:
+        live.write_text("good\n")  # a file where the link belongs
+    capsys.readouterr()
+    assert main(["serve", "--deploy-root", str(deploy_root), "--quiet"]) == 3
+    one_error_line(capsys, "kserve/mnist/live", "deploy again")
+
+
+def test_bad_input_serve_kserve_with_a_tampered_version_folder_exits_3(runs, deploy_root, capsys):
+    assert main(cli_roots(runs["good"], deploy_root)) == 0
+    version = deploy_root / "kserve" / "mnist" / runs["good"].paths.run_id
+    (version / "labels.npy").write_bytes(b"not the labels")
+    capsys.readouterr()
+    assert main(["serve", "--deploy-root", str(deploy_root), "--quiet"]) == 3
+    one_error_line(capsys, "labels.npy")
 
 
 def test_bad_input_serve_a_config_without_a_usable_model_snapshot_exits_3(runs, deploy_root, capsys):
@@ -611,7 +655,7 @@ def test_bad_input_serve_a_config_without_a_usable_model_snapshot_exits_3(runs, 
     config = deploy_root / "config/config.properties"
     config.write_text(config.read_text().replace('"batchSize":8', '"batchSize":0'))
     capsys.readouterr()
-    assert main(["serve", "--deploy-root", str(deploy_root), "--quiet"]) == 3
+    assert main(["serve", "--runtime", "torchserve", "--deploy-root", str(deploy_root), "--quiet"]) == 3
     one_error_line(capsys, "config.properties", "no usable model_snapshot")
 
 

@@ -82,7 +82,8 @@ def server(runs, tmp_path_factory):
     root = tmp_path_factory.mktemp("serving")
     assert main([*cli_roots(runs["good"], root / "deploy"), "--workers", "1"]) == 0
     ports = {"inference": free_port(), "management": free_port(), "metrics": free_port()}
-    cmd = [sys.executable, "-m", "mnist_ct.deploy", "serve", "--deploy-root", str(root / "deploy")]
+    cmd = [sys.executable, "-m", "mnist_ct.deploy", "serve", "--runtime", "torchserve"]
+    cmd += ["--deploy-root", str(root / "deploy")]
     cmd += ["--port", str(ports["inference"]), "--management-port", str(ports["management"])]
     cmd += ["--metrics-port", str(ports["metrics"]), "--batch-size", "8", "--max-batch-delay", "100"]
     cmd += ["--workdir", str(root / "ts")]

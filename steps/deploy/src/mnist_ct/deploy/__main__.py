@@ -35,6 +35,7 @@ from .step import (
     ARTIFACTS,
     DEFAULT_MAX_PIXELS,
     DEFAULT_MODEL_NAME,
+    DEFAULT_PVC,
     EXIT_REFUSED,
     MAX_PIXELS_LIMIT,
     MAX_THREADS_PER_WORKER,
@@ -175,6 +176,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="absolute path where the server sees the deploy root, for config.properties' model_store "
         "(default: %(default)s, KServe's mount point)",
     )
+    cluster = parser.add_argument_group("cluster manifests (kserve/<model>/inferenceservice.yaml, deployment.yaml)")
+    cluster.add_argument(
+        "--predictor-image",
+        metavar="IMAGE@sha256:DIGEST",
+        help="the predictor's image, pinned by digest (default: this step's own image as the pipeline pinned it, "
+        "MNIST_CT_IMAGES; with neither, no manifests are written)",
+    )
+    cluster.add_argument(
+        "--pvc",
+        default=DEFAULT_PVC,
+        help="the PersistentVolumeClaim of the deploy volume, which the predictor mounts (default: %(default)s)",
+    )
     add_kfp_arguments(parser, ARTIFACTS)
     return parser
 
@@ -205,47 +218,101 @@ def options_from_args(args: argparse.Namespace) -> Options:
         serving=ServingOptions(**given) if given else None,
         max_pixels=args.max_pixels,
         threads_per_worker=args.threads_per_worker,
+        predictor_image=args.predictor_image,
+        pvc=args.pvc,
         kfp=KfpOutputs.from_args(STEP, ARTIFACTS, args),
         versions=step_versions(),  # checked here: a malformed variable is bad usage before any work
     )
 
 
+RUNTIMES = ("kserve", "torchserve")
+TORCHSERVE_ONLY = ("management_port", "metrics_port", "batch_size", "max_batch_delay", "workdir", "ready_timeout")
+KSERVE_ONLY = ("model_name", "model_dir", "poll_interval", "access_log")
+MAX_POLL_S = 60.0
+
+
 def build_serve_parser() -> argparse.ArgumentParser:
-    """`python -m mnist_ct.deploy serve`: a local TorchServe on the deployed configuration."""
+    """`python -m mnist_ct.deploy serve`: the live model on KServe's model server or on TorchServe."""
     parser = argparse.ArgumentParser(
         prog="python -m mnist_ct.deploy serve",
         description=(
-            "Start TorchServe on 127.0.0.1 with the live archive of a deploy root (as configured in its "
-            "config/config.properties), wait until a worker is READY, serve until Ctrl-C or SIGTERM, then stop it. "
-            "POST a PNG/JPEG to http://127.0.0.1:PORT/predictions/<model>."
+            "Serve the live model of a deploy root until Ctrl-C or SIGTERM. --runtime kserve (the default; "
+            "maintained, KServe's own Python model server): <deploy-root>/kserve/<model>/live, REST v1 "
+            "POST /v1/models/<model>:predict (a PNG/JPEG body, or JSON instances) and Open Inference Protocol v2 "
+            "POST /v2/models/<model>/infer; it follows deploys and rollbacks without a restart, and every answer "
+            "names its version. On a cluster this is the predictor container's command (--model-dir /mnt/models). "
+            "--runtime torchserve: the live archive model-store/<model>.mar as config/config.properties configures "
+            "it, on 127.0.0.1, POST /predictions/<model> (TorchServe is archived upstream: no fixes)."
         ),
         epilog="Exit codes: 0 stopped cleanly, 2 bad usage, 3 cannot start (one line on stderr says why), "
         "5 the environment.",
     )
+    parser.add_argument("--runtime", choices=RUNTIMES, default="kserve", help="model server (default: %(default)s)")
     parser.add_argument(
         "--deploy-root", type=volume_root, default=DEFAULT_DEPLOY_ROOT, help="deploy volume (default: %(default)s)"
     )
     parser.add_argument(
         "--port", type=port, default=8080, help="inference API port; 0 picks a free one (default: %(default)s)"
     )
-    parser.add_argument("--management-port", type=port, default=8081, help="management API port (default: %(default)s)")
-    parser.add_argument("--metrics-port", type=port, default=8082, help="metrics API port (default: %(default)s)")
-    _add_serving_options(parser, deployed=False)
     parser.add_argument(
+        "--workers", type=bounded_int(1, MAX_WORKERS), help=f"worker processes, 1..{MAX_WORKERS} (default: kserve "
+        f"{_DEFAULTS.workers}; torchserve as deployed)"
+    )  # fmt: skip
+    kserve = parser.add_argument_group("--runtime kserve (listens on all interfaces, as KServe's server does)")
+    kserve.add_argument(
+        "--model-name",
+        type=_checked(check_model_name),
+        help=f"which model's folder to serve, and its name in the URLs (default: {DEFAULT_MODEL_NAME})",
+    )
+    kserve.add_argument(
+        "--model-dir",
+        type=volume_root,
+        help="serve this folder instead of <deploy-root>/kserve/<model>: a mount of it, such as KServe's /mnt/models",
+    )
+    kserve.add_argument(
+        "--poll-interval",
+        type=bounded_float(0, MAX_POLL_S, low_open=True),
+        metavar="SECONDS",
+        help=f"how often each worker looks for a new live version, at most {MAX_POLL_S:g} (default: 1)",
+    )
+    kserve.add_argument(
+        "--access-log", action="store_true", help="one log line per request (off: it costs about a third of the "
+        "throughput on two cores)"
+    )  # fmt: skip
+    torchserve = parser.add_argument_group("--runtime torchserve (on 127.0.0.1)")
+    torchserve.add_argument("--management-port", type=port, help="management API port (default: 8081)")
+    torchserve.add_argument("--metrics-port", type=port, help="metrics API port (default: 8082)")
+    torchserve.add_argument(
+        "--batch-size",
+        type=bounded_int(1, MAX_BATCH_SIZE),
+        help=f"most requests batched into one handler call, 1..{MAX_BATCH_SIZE} (default: as deployed)",
+    )
+    torchserve.add_argument(
+        "--max-batch-delay",
+        type=bounded_int(0, MAX_BATCH_DELAY_MS),
+        metavar="MS",
+        help=f"how long to wait to fill a batch, 0..{MAX_BATCH_DELAY_MS} milliseconds (default: as deployed)",
+    )
+    torchserve.add_argument(
         "--workdir", type=volume_root, help="where TorchServe's logs/ and config go (default: a new temporary folder)"
     )
-    parser.add_argument(
+    torchserve.add_argument(
         "--ready-timeout",
         type=bounded_float(0, MAX_READY_TIMEOUT_S, low_open=True),
-        default=180.0,
         metavar="SECONDS",
-        help=f"seconds to wait for a READY worker, at most {MAX_READY_TIMEOUT_S:g} (default: %(default)s)",
+        help=f"seconds to wait for a READY worker, at most {MAX_READY_TIMEOUT_S:g} (default: 180)",
     )
     parser.add_argument("--quiet", action="store_true", help="no summary lines")
     return parser
 
 
 def _serve(args: argparse.Namespace) -> int:
+    other = KSERVE_ONLY if args.runtime == "torchserve" else TORCHSERVE_ONLY
+    given = [f"--{name.replace('_', '-')}" for name in other if getattr(args, name) not in (None, False)]
+    if given:
+        raise UsageError(f"{', '.join(given)} do not apply to --runtime {args.runtime}; drop them")
+    if args.runtime == "kserve":
+        return _serve_kserve(args)
     from .server import ServeOptions, serve  # psutil and friends only for `serve`
 
     overrides = {
@@ -260,13 +327,38 @@ def _serve(args: argparse.Namespace) -> int:
     options = ServeOptions(
         deploy_root=args.deploy_root,
         port=args.port,
-        management_port=args.management_port,
-        metrics_port=args.metrics_port,
+        management_port=8081 if args.management_port is None else args.management_port,
+        metrics_port=8082 if args.metrics_port is None else args.metrics_port,
         overrides=overrides,
         workdir=args.workdir,
-        ready_timeout_s=args.ready_timeout,
+        ready_timeout_s=180.0 if args.ready_timeout is None else args.ready_timeout,
     )
     return serve(options, Log(SERVE, args.quiet))
+
+
+def _serve_kserve(args: argparse.Namespace) -> int:
+    from . import predictor
+    from .kserve_store import model_dir, read_live
+    from .server import free_port
+
+    name = args.model_name or DEFAULT_MODEL_NAME
+    folder = args.model_dir or model_dir(args.deploy_root, name)
+    version, _ = read_live(folder)  # one clear line (exit 3) before KServe starts, if nothing is deployed there
+    http_port = args.port or free_port()
+    workers = args.workers or _DEFAULTS.workers
+    poll_s = predictor.DEFAULT_POLL_S if args.poll_interval is None else args.poll_interval
+    log = Log(SERVE, args.quiet)
+
+    def ready(model: predictor.DigitPredictor) -> None:
+        log(
+            f"serving {name} version {model.current.version if model.current else version} from {folder} on port "
+            f"{http_port}: POST /v1/models/{name}:predict (PNG/JPEG or JSON instances), /v2/models/{name}/infer; "
+            f"{workers} worker(s), following {folder}/live every {poll_s:g} s; Ctrl-C stops"
+        )
+
+    predictor.serve(name, folder, http_port, workers, poll_s, args.access_log, on_ready=ready)
+    log("stopped")
+    return 0
 
 
 def build_history_parser() -> argparse.ArgumentParser:

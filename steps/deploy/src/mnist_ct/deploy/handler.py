@@ -160,10 +160,12 @@ class DigitService:
         return cls(model_dir, settings.get("serving", settings))
 
     def classify(self, images: np.ndarray) -> list[dict[str, Any]]:
-        """uint8 [N,28,28] -> one {"label", "score"} per image."""
+        """uint8 [N,28,28] as decoded, or float32 [N,1,28,28] in [0,1] (the model's input, which the KServe
+        predictor's v2 tensors may send as is) -> one {"label", "score"} per image."""
         if len(images) == 0:
             return []
-        x = self.torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
+        pixels = images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images.astype(np.float32)
+        x = self.torch.from_numpy(np.ascontiguousarray(pixels)).reshape(-1, 1, 28, 28)
         with self.torch.inference_mode():
             emb = self.model(x)
         vectors = np.ascontiguousarray(emb.numpy(), dtype=np.float32)

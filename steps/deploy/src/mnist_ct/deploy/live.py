@@ -71,7 +71,9 @@ def locked(deploy_root: Path, log: Log) -> Iterator[None]:
 def remove_leftovers(paths: RunPaths) -> list[Path]:
     """Hidden temporary files and staging folders of runs that died (only called under the lock)."""
     removed = []
-    for folder in (paths.model_store, paths.history, paths.deploy_config):
+    kserve = paths.deploy_root / "kserve"  # kserve_store.KSERVE_DIR: a .live.tmp- link per model folder
+    model_dirs = [p for p in kserve.iterdir() if p.is_dir() and not p.is_symlink()] if kserve.is_dir() else []
+    for folder in (paths.model_store, paths.history, paths.deploy_config, *model_dirs):
         if not folder.is_dir():
             continue
         for p in folder.iterdir():

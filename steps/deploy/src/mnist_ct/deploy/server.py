@@ -215,6 +215,123 @@ class LocalServer:
         self.stop()
 
 
+@dataclass
+class LocalPredictor:
+    """`python -m mnist_ct.deploy serve --runtime kserve` on a deploy root, as a child process (tests, benchmarks).
+
+    KServe's parent process spawns `workers` worker processes and restarts one that dies; `worker_pids()` names
+    them. Its output goes to `log_path` (default: <deploy root>/../kserve-<port>.log).
+    """
+
+    deploy_root: Path
+    model_name: str = "mnist"
+    port: int = 0
+    workers: int = 2
+    poll_s: float = 1.0
+    ready_timeout_s: float = 180.0
+    log_path: Path | None = None
+    _proc: subprocess.Popen[bytes] | None = None
+    _log_file: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def predict_path(self) -> str:
+        return f"/v1/models/{self.model_name}:predict"
+
+    @property
+    def infer_path(self) -> str:
+        return f"/v2/models/{self.model_name}/infer"
+
+    def start(self) -> LocalPredictor:
+        self.port = self.port or free_port()
+        if self.log_path is None:
+            self.log_path = Path(self.deploy_root).resolve().parent / f"kserve-{self.port}.log"
+        cmd = [sys.executable, "-m", "mnist_ct.deploy", "serve", "--runtime", "kserve", "--deploy-root",
+               str(self.deploy_root), "--model-name", self.model_name, "--port", str(self.port), "--workers",
+               str(self.workers), "--poll-interval", str(self.poll_s)]  # fmt: skip
+        self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        self._proc = subprocess.Popen(cmd, stdout=self._log_file, stderr=subprocess.STDOUT, env=env)
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_ready(self) -> None:
+        """Until the model answers ready (a worker still loading holds the request until it is loaded)."""
+        deadline = time.monotonic() + self.ready_timeout_s
+        while time.monotonic() < deadline:
+            if self._proc is None or self._proc.poll() is not None:
+                raise ArtifactError(f"the KServe predictor exited while starting; see {self.log_path}")
+            try:
+                status, _ = fetch(f"{self.url}/v2/models/{self.model_name}/ready", timeout=30)
+                if status == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.25)
+        raise ArtifactError(
+            f"the KServe predictor was not ready after {self.ready_timeout_s:.0f} s; see {self.log_path}"
+        )
+
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def worker_pids(self) -> list[int]:
+        """The serving worker processes (KServe spawns them; multiprocessing's resource tracker is not one)."""
+        import psutil
+
+        if self._proc is None:
+            return []
+        try:
+            children = psutil.Process(self._proc.pid).children()
+        except psutil.Error:
+            return []
+        return [c.pid for c in children if "resource_tracker" not in " ".join(_cmdline(c))]
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """SIGTERM (KServe stops its workers), SIGKILL to whatever is left after `timeout_s`."""
+        if self._proc is not None:
+            processes = _process_tree(self._proc.pid)
+            if self._proc.poll() is None:
+                self._proc.terminate()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self._proc.wait(timeout_s)
+            for p in processes:
+                if _running(p):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(p, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(5)
+            self._proc = None
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+    def __enter__(self) -> LocalPredictor:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _cmdline(process: Any) -> list[str]:
+    import psutil
+
+    try:
+        return list(process.cmdline())
+    except psutil.Error:
+        return []
+
+
 def _running(pid: int) -> bool:
     """Whether `pid` runs (a zombie waiting to be reaped does not count)."""
     import psutil  # comes with torchserve (the `serve` extra; _prepare checks it is installed)

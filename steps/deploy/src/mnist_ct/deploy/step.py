@@ -33,6 +33,7 @@ from mnist_ct.artifacts import (
     Producer,
     RunPaths,
     UsageError,
+    atomic_write_bytes,
     check_run_id,
     file_uri,
     sha256_file,
@@ -48,6 +49,7 @@ from .history import (
     publish_entry,
     verified_archive,
 )
+from .kserve_store import live_version, model_dir, publish_version, switch_live
 from .live import (
     live_archive,
     live_path,
@@ -58,12 +60,14 @@ from .live import (
     remove_leftovers,
     write_config,
 )
+from .manifests import ClusterSettings, render
 from .probe import probe
 from .serving_config import KSERVE_ROOT, ServingOptions
 
 STEP = "deploy"
 EXIT_REFUSED = 4
 DEFAULT_MODEL_NAME = "mnist"
+DEFAULT_PVC = "deploy-model-pvc"  # the deploy volume's claim, as the pipeline mounts it
 # Pillow's own decompression-bomb limit (PIL.Image.MAX_IMAGE_PIXELS): beyond it Pillow refuses to decode.
 MAX_PIXELS_LIMIT = 89_478_485
 MIN_PIXELS_LIMIT = 28 * 28  # the handler must accept at least a digit at the model's own size
@@ -105,11 +109,15 @@ class Options:
     serving: ServingOptions | None = None
     max_pixels: int | None = None
     threads_per_worker: int | None = None
+    predictor_image: str | None = None  # for the cluster manifests; None: this step's image (MNIST_CT_IMAGES)
+    pvc: str = DEFAULT_PVC
     kfp: KfpOutputs = field(default_factory=lambda: KfpOutputs(STEP, ARTIFACTS))  # and MNIST_CT_IMAGES
     versions: Mapping[str, str] = field(default_factory=dict)  # MNIST_CT_STEP_VERSIONS, read with the options
 
     def __post_init__(self) -> None:
         check_model_name(self.model_name)
+        if self.predictor_image is not None:
+            ClusterSettings(self.predictor_image, self.pvc)  # pinned by digest, a valid PVC name (UsageError)
         object.__setattr__(self, "serving_root", check_serving_root(self.serving_root))
         for option, value, low, high in (
             ("--max-pixels", self.max_pixels, MIN_PIXELS_LIMIT, MAX_PIXELS_LIMIT),
@@ -144,6 +152,17 @@ class Options:
     @property
     def torchserve(self) -> ServingOptions:
         return self.serving or ServingOptions()
+
+    def cluster(self, workers: int, log: Log) -> ClusterSettings | None:
+        """Where the manifests' predictor runs: --predictor-image, else this step's own image as the pipeline
+        pinned it; None (logged) when neither names an image pinned by digest."""
+        image = self.predictor_image or self.kfp.image
+        try:
+            return ClusterSettings(image or "", self.pvc, workers=workers)
+        except UsageError as e:
+            why = "no image known (MNIST_CT_IMAGES names none, no --predictor-image)" if not image else str(e)
+            log(f"cluster manifests not written: {why}")
+            return None
 
 
 def run(paths: RunPaths, options: Options, log: Log) -> int | None:
@@ -181,6 +200,7 @@ def deploy(paths: RunPaths, options: Options, log: Log) -> None:
         remove_leftovers(paths)
         live = live_archive(paths, name, options.force, log)
         reconcile(paths, name, live, log)
+        follow_live_archive(paths, live, producer)
         if not options.force:
             refuse_a_worse_challenger(paths, candidate, name, live)
         archive = existing_entry(paths, candidate, name)
@@ -190,6 +210,7 @@ def deploy(paths: RunPaths, options: Options, log: Log) -> None:
         add_model_artifact(out, archive)  # staged before going live: a full disk stops the deploy before it
         info = make_live(paths, name, archive, version)
         write_config(paths, name, options.torchserve, options.serving_root, f"mnist-ct deploy {producer.version}")
+        serve_on_kserve(paths, info, options.cluster(options.torchserve.workers, log), producer)
         recorded = info.deployment
         append_event(
             paths.deploy_root,
@@ -321,6 +342,8 @@ def roll_back(paths: RunPaths, options: Options, log: Log) -> None:
         if live is None:
             raise ArtifactError(f"{live_path(paths, name)}: no live archive, so nothing to roll back")
         stack = reconcile(paths, name, live, log)
+        producer = Producer.of(STEP)
+        follow_live_archive(paths, live, producer)
         if len(stack) < 2:
             raise ArtifactError(
                 f"{paths.deploy_root / LOG_FILE}: version {live.version} is the only one deployed; "
@@ -337,8 +360,8 @@ def roll_back(paths: RunPaths, options: Options, log: Log) -> None:
         add_model_artifact(out, archive)
         info = make_live(paths, name, archive, target)
         serving = ServingOptions.from_json(info.deployment.get("torchserve", {}), info.path)
-        producer = Producer.of(STEP)
         write_config(paths, name, serving, options.serving_root, f"mnist-ct deploy {producer.version}")
+        serve_on_kserve(paths, info, options.cluster(serving.workers, log), producer)
         append_event(
             paths.deploy_root,
             {
@@ -353,3 +376,27 @@ def roll_back(paths: RunPaths, options: Options, log: Log) -> None:
             },
         )
     log(f"rolled back {name} from version {live.version} to {target} (accuracy {_fmt(info.accuracy)})")
+
+
+def serve_on_kserve(paths: RunPaths, info: ArchiveInfo, cluster: ClusterSettings | None, producer: Producer) -> None:
+    """The version just made live, as the KServe predictor loads it (kserve_store.py): its folder, the `live`
+    pointer switched to it (a running predictor follows it), and the cluster manifests for it."""
+    publish_version(paths.deploy_root, info, producer)
+    switch_live(paths.deploy_root, info.model_name, info.version)
+    if cluster is not None:
+        for file_name, data in render(info.model_name, info.version, cluster).items():
+            atomic_write_bytes(model_dir(paths.deploy_root, info.model_name) / file_name, data)
+
+
+def follow_live_archive(paths: RunPaths, live: ArchiveInfo | None, producer: Producer) -> None:
+    """A run that died between switching the live archive and the KServe pointer left them apart: the archive
+    wins, as it does for the log (reconcile)."""
+    if live is None:
+        return
+    try:
+        pointer = live_version(model_dir(paths.deploy_root, live.model_name))
+    except ArtifactError:
+        pointer = None
+    if pointer != live.version:
+        publish_version(paths.deploy_root, live, producer)
+        switch_live(paths.deploy_root, live.model_name, live.version)
