@@ -56,8 +56,8 @@ class SoakTarget:
     expected_workers: int
     config: dict[str, Any] = field(default_factory=dict)  # workers, batch_size, max_batch_delay_ms (None: n/a)
     content_type: str = "image/png"
-    # pid -> whether a request on a new connection was answered by that process (None: not measured)
-    answered_by: Callable[[int], bool] | None = None
+    # a request on a new connection: the pid of the worker that answered it 200, else None (None: not measured)
+    probe: Callable[[], int | None] | None = None
 
 
 def ready_workers(server: LocalServer) -> dict[int, str]:
@@ -92,8 +92,8 @@ def kserve_target(predictor: LocalPredictor, image: bytes) -> SoakTarget:
         pids = predictor.worker_pids()
         return pids[0] if pids else sorted(before)[0]
 
-    def answered_by(pid: int) -> bool:
-        """POST `image` on a new connection; True if `pid` holds the server side of it and answered 200."""
+    def probe() -> int | None:
+        """POST `image` on a new connection; the worker holding its server side, if it answered 200."""
         import psutil
 
         conn = http.client.HTTPConnection("127.0.0.1", predictor.port, timeout=10)
@@ -101,15 +101,20 @@ def kserve_target(predictor: LocalPredictor, image: bytes) -> SoakTarget:
             conn.request("POST", predictor.predict_path, image, {"Content-Type": "image/png"})
             r = conn.getresponse()
             r.read()
-            assert conn.sock is not None
+            if r.status != 200 or conn.sock is None:
+                return None
             mine = conn.sock.getsockname()[1]
-            try:
-                sockets = psutil.Process(pid).net_connections(kind="tcp")
-            except psutil.Error:
-                return False
-            return r.status == 200 and any(s.raddr and s.raddr.port == mine for s in sockets)
+            for pid in predictor.worker_pids():
+                try:
+                    process = psutil.Process(pid)
+                    sockets = getattr(process, "net_connections", process.connections)(kind="tcp")
+                except psutil.Error:
+                    continue
+                if any(s.raddr and s.raddr.port == mine for s in sockets):
+                    return pid
+            return None
         except (OSError, http.client.HTTPException):
-            return False
+            return None
         finally:
             conn.close()
 
@@ -121,8 +126,31 @@ def kserve_target(predictor: LocalPredictor, image: bytes) -> SoakTarget:
         choose_worker=first_worker,
         expected_workers=predictor.workers,
         config={"workers": predictor.workers, "batch_size": None, "max_batch_delay_ms": None},
-        answered_by=answered_by,
+        probe=probe,
     )
+
+
+def wait_serving(target: SoakTarget, timeout_s: float = 120.0) -> dict[int, str]:
+    """Until the server has all its workers and (with a probe) each one has answered; those workers.
+
+    A KServe worker process exists seconds before it serves (imports, the model), and KServe's parent
+    may replace one that is slow to start: only a worker seen answering counts.
+    """
+    deadline = time.monotonic() + timeout_s
+    answered: set[int] = set()
+    while time.monotonic() < deadline:
+        now = target.workers()
+        if len(now) >= target.expected_workers and (target.probe is None or set(now) <= answered):
+            return now
+        if target.probe is None:
+            time.sleep(0.1)
+            continue
+        pid = target.probe()
+        if pid is not None:
+            answered.add(pid)
+        else:
+            time.sleep(0.05)
+    raise AssertionError(f"expected {target.expected_workers} serving workers: {target.workers()}, answered {answered}")
 
 
 def as_target(server: LocalServer | LocalPredictor | SoakTarget, images: list[bytes]) -> SoakTarget:
@@ -143,10 +171,7 @@ def soak(
     sent = [0]
     halfway = threading.Event()
     path, port, ctype = target.path, target.port, target.content_type
-    deadline = time.monotonic() + 120  # the server is up with one worker: wait for all of them
-    while len(before := target.workers()) < target.expected_workers and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert len(before) == target.expected_workers, f"expected {target.expected_workers} workers: {before}"
+    before = wait_serving(target)  # the server is up with one worker: wait for all of them
 
     def client(n: int) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
@@ -193,13 +218,15 @@ def soak(
                 break
             time.sleep(0.05)
         replacement = kill.get("replacement_pid")
-        if target.answered_by is None or replacement is None:
+        if target.probe is None or replacement is None:
             return
         while time.perf_counter() < deadline:
-            if target.answered_by(replacement):
+            answered = target.probe()
+            if answered is not None and answered not in before:  # KServe may have replaced the replacement
                 kill["replacement_answered_at"] = time.perf_counter()
+                kill["replacement_pid"] = answered
                 return
-            time.sleep(0.05)
+            time.sleep(0.02)
 
     threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
     watcher = threading.Thread(target=killer)
@@ -238,7 +265,7 @@ def figures(
         "first_success_sent_after_kill_ms": round((after[0].end - t_kill) * 1000, 1) if after else None,
         "worker_ready_again_s": round(ready_s, 2),
     }
-    if target.answered_by is not None:
+    if target.probe is not None:
         answered = kill.get("replacement_answered_at")
         recovery["replacement_answered_s"] = round(answered - t_kill, 2) if answered is not None else None
     return {

@@ -667,3 +667,18 @@ def test_bad_input_every_error_is_one_line_from_a_fresh_process(runs, deploy_roo
         text=True,
     )
     assert done.returncode == 2 and "Traceback" not in done.stderr and "--workers" in done.stderr
+
+
+def test_bad_input_serve_kserve_on_a_busy_port_or_the_wrong_folder_exits_3(runs, deploy_root, capsys):
+    import socket
+
+    assert main(cli_roots(runs["good"], deploy_root)) == 0
+    capsys.readouterr()
+    with socket.socket() as busy:
+        busy.bind(("0.0.0.0", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        assert main(["serve", "--deploy-root", str(deploy_root), "--port", str(taken), "--quiet"]) == 3
+        one_error_line(capsys, f"port {taken} is not free", "--port")
+    assert main(["serve", "--model-dir", str(deploy_root), "--quiet"]) == 3  # the deploy root, not kserve/mnist
+    one_error_line(capsys, "is a deploy root", "kserve/<model>")

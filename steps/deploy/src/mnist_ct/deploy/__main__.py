@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from mnist_ct.artifacts import (
+    ArtifactError,
     KfpOutputs,
     UsageError,
     add_kfp_arguments,
@@ -343,8 +346,12 @@ def _serve_kserve(args: argparse.Namespace) -> int:
 
     name = args.model_name or DEFAULT_MODEL_NAME
     folder = args.model_dir or model_dir(args.deploy_root, name)
-    version, _ = read_live(folder)  # one clear line (exit 3) before KServe starts, if nothing is deployed there
+    try:  # one clear line (exit 3) before KServe starts, if nothing is deployed there
+        version, _ = read_live(folder)
+    except ArtifactError as e:
+        raise ArtifactError(f"{e}{_live_hint(args, folder, name)}") from None
     http_port = args.port or free_port()
+    _check_port_free(http_port)
     workers = args.workers or _DEFAULTS.workers
     poll_s = predictor.DEFAULT_POLL_S if args.poll_interval is None else args.poll_interval
     log = Log(SERVE, args.quiet)
@@ -359,6 +366,25 @@ def _serve_kserve(args: argparse.Namespace) -> int:
     predictor.serve(name, folder, http_port, workers, poll_s, args.access_log, on_ready=ready)
     log("stopped")
     return 0
+
+
+def _live_hint(args: argparse.Namespace, folder: Path, name: str) -> str:
+    """Why a folder may have no live pointer: the wrong folder, or a deploy root older than the KServe folder."""
+    if args.model_dir is not None and (folder / "kserve").is_dir():
+        return f" ({folder} is a deploy root: --model-dir takes its kserve/<model> folder, or use --deploy-root)"
+    if (Path(args.deploy_root) / "model-store" / f"{name}.mar").is_file() and args.model_dir is None:
+        return " (the live archive predates the KServe folder: redeploy its run, or roll back and forth, to write it)"
+    return ""
+
+
+def _check_port_free(port_number: int) -> None:
+    """KServe's server logs a busy port and exits 0: say it in one line (exit 3) before starting instead."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("0.0.0.0", port_number))
+        except OSError as e:
+            raise ArtifactError(f"port {port_number} is not free ({e.strerror}): choose another with --port "
+                                "(0 picks a free one)") from None  # fmt: skip
 
 
 def build_history_parser() -> argparse.ArgumentParser:
