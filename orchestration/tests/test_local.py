@@ -25,6 +25,7 @@ def test_a_run_checks_runs_and_summarises_what_it_made(fake_steps, tmp_path, cap
     assert f"report: {work / 'model' / 'runs' / 'r1' / 'analysis' / 'report.html'} (missing!)" in out  # fakes
     assert "deploy: ran" in out
     assert f"model archive: {work / 'deploy-model' / 'model-store' / 'digits.mar'} (missing!)" in out
+    assert f"KServe model: {work / 'deploy-model' / 'kserve' / 'digits' / 'live'} (missing!)" in out
     saved = json.loads((work / "kfp" / "r1" / "run.json").read_text())
     assert saved["arguments"]["epochs"] == 2 and saved["arguments"]["model_name"] == "digits"
     assert [t["status"] for t in saved["tasks"]] == ["succeeded"] * 9  # 7 steps, 2 conditions

@@ -205,6 +205,101 @@ def test_main_job_pins_every_step_with_a_digest_the_registry_has_and_pushes_the_
         assert manifest.get("layers"), f"{local}@{entry['digest']}: not in the registry"
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@slow
+def test_main_job_s_deploy_image_serves_the_model_as_its_cluster_manifest_runs_it(
+    rehearsal, main_job, tmp_path, monkeypatch
+):
+    """The pinned deploy image, as pushed: deploy a real (fixture) run inside it, then run the predictor with
+    the command, user and read-only /mnt/models of the InferenceService it wrote, and send it real digits."""
+    import time
+    import urllib.request
+
+    sys.path.insert(0, str(REPO / "orchestration" / "src"))
+    from mnist_ct.orchestration import containers
+
+    assert main_job.ok, main_job.summary()
+    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(main_job.workspace.parent / "run/containers/auth.json"))
+    entry = json.loads(_git(rehearsal.origin, "show", f"main:{LOCK}"))["packages"]["deploy"]
+    image = f"{rehearsal.runner.host(entry['image'])}@{entry['digest']}"
+    work = tmp_path / "work"
+    work.mkdir(mode=0o777)
+    work.chmod(0o777)  # the image's user (10001) writes here
+    tests = {REPO / "steps" / "deploy" / "tests": "/tests", work: "/work"}
+    build = (
+        "import sys; sys.path.insert(0, '/tests'); from pathlib import Path; from fixture_run import build_run; "
+        "r = build_run(Path('/work'), 'good'); print(r.accuracy)"
+    )
+    done = containers.run_container(image, ["python", "-c", build], tests, engine="buildah", user="10001:10001",
+                                    capture_output=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    accuracy = float(done.stdout.split()[-1])
+    deploy = ["python", "-m", "mnist_ct.deploy", "--run-id", "good", "--data-root", "/work/data", "--model-root",
+              "/work/model", "--deploy-root", "/work/deploy", "--predictor-image", image]  # fmt: skip
+    done = containers.run_container(image, deploy, tests, engine="buildah", user="10001:10001", capture_output=True,
+                                    timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    folder = work / "deploy" / "kserve" / "mnist"
+    service = yaml.safe_load((folder / "inferenceservice.yaml").read_text())
+    [container] = service["spec"]["predictor"]["containers"]
+    assert container["image"] == image
+    port = _free_port()
+    args = [str(port) if a == "8080" else a for a in container["args"]]
+    name = f"mnist-ct-predictor-{port}"
+    commands = containers.container_argv(
+        "buildah", image, [*container["command"], *args], {folder: "/mnt/models:ro"}, env={"HOME": "/tmp"},
+        user=f"{container['securityContext']['runAsUser']}:{container['securityContext']['runAsUser']}", name=name,
+    )  # fmt: skip
+    assert subprocess.run(commands[0], capture_output=True).returncode == 0
+    log = (tmp_path / "predictor.log").open("w")
+    server = subprocess.Popen(commands[1], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        ready = f"http://127.0.0.1:{port}{container['readinessProbe']['httpGet']['path']}"
+        deadline = time.monotonic() + 300
+        while True:
+            assert server.poll() is None, (tmp_path / "predictor.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the predictor in the image never got ready"
+            try:
+                with urllib.request.urlopen(ready, timeout=30) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.5)
+        # The client runs in the image too (numpy, Pillow): every test digit as a PNG, over the host's loopback.
+        client = (
+            "import http.client, io, json; from pathlib import Path; from PIL import Image; "
+            "from mnist_ct.artifacts import read_split; "
+            "_, test = read_split(Path('/work/data/runs/good/dataset'), 'test'); "
+            f"c = http.client.HTTPConnection('127.0.0.1', {port}, timeout=60); right = 0; versions = set(); "
+            "for pixels, label in zip(test.images, test.labels):\n"
+            "    b = io.BytesIO(); Image.fromarray(pixels).save(b, 'PNG')\n"
+            "    c.request('POST', '/v1/models/mnist:predict', b.getvalue(), {'Content-Type': 'image/png'})\n"
+            "    r = c.getresponse(); a = json.loads(r.read()); assert r.status == 200, a\n"
+            "    right += a['label'] == int(label); versions.add(a['model_version'])\n"
+            "print(json.dumps({'accuracy': right / len(test.labels), 'versions': sorted(versions)}))"
+        )
+        done = containers.run_container(image, ["python", "-c", client], tests, engine="buildah", user="10001:10001",
+                                        capture_output=True, timeout=300)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        served = json.loads(done.stdout.strip().splitlines()[-1])
+        assert served == {"accuracy": pytest.approx(accuracy, abs=1e-9), "versions": ["good"]}
+    finally:
+        server.terminate()
+        try:
+            server.wait(60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        subprocess.run(["buildah", "rm", name], capture_output=True)
+        log.close()
+
+
 @slow
 def test_main_job_compiles_the_pinned_pipeline_and_keeps_the_build_report(rehearsal, main_job):
     assert main_job.ok, main_job.summary()

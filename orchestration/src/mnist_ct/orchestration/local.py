@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import secrets
 import shutil
 import tempfile
@@ -208,10 +209,14 @@ def summary(result: RunResult) -> list[str]:
         why = deploy.reason if deploy else "not reached"
         lines.append(f"deploy: skipped ({why})")
     elif deploy.status == "succeeded":
-        store = result.folders.get(DEPLOY.pvc, result.workdir / "deploy-model") / "model-store"
-        mar = store / f"{result.arguments.get('model_name', 'mnist')}.mar"
+        deploy_root = result.folders.get(DEPLOY.pvc, result.workdir / "deploy-model")
+        name = result.arguments.get("model_name", "mnist")
+        mar = deploy_root / "model-store" / f"{name}.mar"
+        live = deploy_root / "kserve" / str(name) / "live"  # the KServe predictor's pointer (mnist_ct.deploy)
         lines.append("deploy: ran")
         lines.append(f"model archive: {mar}{'' if mar.is_file() else ' (missing!)'}")
+        lines.append(f"KServe model: {live}{f' -> {os.readlink(live)}' if live.is_symlink() else ' (missing!)'}")
+        lines.append(f"serve it: python -m mnist_ct.deploy serve --deploy-root {deploy_root}")
     else:
         lines.append(f"deploy: {deploy.status}")
     return lines

@@ -37,7 +37,8 @@ from mnist_ct.artifacts import IMAGES_ENV, VERSIONS_ENV
 PIPELINE_NAME = "mnist-ct"
 DESCRIPTION = (
     "MNIST continuous training: preprocess -> (if anything changed) validate -> train_model -> embedding -> "
-    "train_faiss -> analysis -> (if blessed: above the baseline and the champion) deploy (TorchServe .mar). "
+    "train_faiss -> analysis -> (if blessed: above the baseline and the champion) deploy (a TorchServe .mar and "
+    "a KServe model). "
     "Volumes: data-pvc (/data), "
     "train-model-pvc (/model), deploy-model-pvc (/deploy-model)."
 )
