@@ -148,8 +148,7 @@ def wait_serving(target: SoakTarget, timeout_s: float = 120.0) -> dict[int, str]
         pid = target.probe()
         if pid is not None:
             answered.add(pid)
-        else:
-            time.sleep(0.05)
+        time.sleep(0.1)  # gently: a probe's work competes with a worker's start
     raise AssertionError(f"expected {target.expected_workers} serving workers: {target.workers()}, answered {answered}")
 
 
@@ -210,23 +209,26 @@ def soak(
         kill["at"] = time.perf_counter()
         os.kill(pid, signal.SIGKILL)
         deadline = kill["at"] + 120
+        started: list[int] = []  # every new worker process seen after the kill, in order
+        next_probe = 0.0
         while time.perf_counter() < deadline:
             now = target.workers()
-            if len(now) == len(before) and pid not in now:
+            started += [p for p in now if p not in before and p not in started]
+            if "ready_again_at" not in kill and len(now) == len(before) and pid not in now:
                 kill["ready_again_at"] = time.perf_counter()
                 kill["replacement_pid"] = next((p for p in now if p not in before), None)
-                break
+                if target.probe is None:
+                    break
+            if "ready_again_at" in kill and target.probe is not None and time.perf_counter() >= next_probe:
+                # gently (4 a second): a probe's work competes with the replacement's start
+                next_probe = time.perf_counter() + 0.25
+                answered = target.probe()
+                if answered is not None and answered not in before:  # KServe may have replaced the replacement
+                    kill["replacement_answered_at"] = time.perf_counter()
+                    kill["replacement_pid"] = answered
+                    break
             time.sleep(0.05)
-        replacement = kill.get("replacement_pid")
-        if target.probe is None or replacement is None:
-            return
-        while time.perf_counter() < deadline:
-            answered = target.probe()
-            if answered is not None and answered not in before:  # KServe may have replaced the replacement
-                kill["replacement_answered_at"] = time.perf_counter()
-                kill["replacement_pid"] = answered
-                return
-            time.sleep(0.02)
+        kill["processes_started"] = len(started)
 
     threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
     watcher = threading.Thread(target=killer)
@@ -268,6 +270,8 @@ def figures(
     if target.probe is not None:
         answered = kill.get("replacement_answered_at")
         recovery["replacement_answered_s"] = round(answered - t_kill, 2) if answered is not None else None
+        # worker processes KServe's parent started after the kill until one answered (1: the first one did)
+        recovery["replacement_processes_started"] = kill.get("processes_started")
     return {
         "runtime": target.runtime,
         "requests": len(answers),

@@ -41,6 +41,7 @@ from typing import Any
 
 import kserve  # this module is the KServe predictor: imported only to serve (about 5 s)
 import numpy as np
+from kserve.protocol.rest.multiprocess import server as multiprocess
 
 from mnist_ct.artifacts import ArtifactError
 from mnist_ct.artifacts.digits import SIDE, DigitImageError, decode_image
@@ -54,6 +55,7 @@ VERSION_HEADER = "x-model-version"
 MAX_IMAGES = 1024  # per request: a bigger batch is a client's mistake, not a workload (413)
 DEFAULT_POLL_S = 1.0
 LOAD_TIMEOUT_S = 120.0
+START_GRACE_S = 120.0  # a new worker's time to import KServe and torch before KServe's ping may kill it
 DEFAULT_MAX_REQUEST_BYTES = 64 * 2**20
 INPUT_TYPES = [
     {"name": "image", "datatype": "UINT8", "shape": [-1, SIDE, SIDE]},
@@ -346,6 +348,25 @@ def _image_bytes(value: Any, i: int) -> bytes:
     raise DigitImageError(400, f"element {i} of the BYTES input is {type(value).__name__}, not an image")
 
 
+class PatientProcess(multiprocess.RESTServerProcess):
+    """KServe's worker process, taken as alive while it starts (START_GRACE_S).
+
+    KServe's parent pings each worker every 0.5 s and kills one that does not answer within 5 s; a worker answers
+    only once it has imported KServe (and, here, torch), which on two busy cores takes longer, so new workers were
+    killed and restarted in a loop (seen: 23 restarts in 120 s). A running worker counts as alive for its first
+    START_GRACE_S seconds; after that, KServe's own ping decides. Installed by `serve` (module level: KServe
+    pickles the process object into each worker, which finds the class by name)."""
+
+    def start(self) -> None:
+        self.started = time.monotonic()
+        super().start()
+
+    def is_alive(self, timeout: float = 5) -> bool:
+        if self._process.is_alive() and time.monotonic() - getattr(self, "started", 0.0) < START_GRACE_S:
+            return True
+        return bool(super().is_alive(timeout))
+
+
 def serve(
     name: str,
     folder: Path,
@@ -366,5 +387,6 @@ def serve(
     model = DigitPredictor(name, folder, poll_s, access_log, max_request_bytes)
     if on_ready is not None:
         on_ready(model)
+    multiprocess.RESTServerProcess = PatientProcess  # the name KServe's parent creates its workers by
     server = ModelServer(http_port=port, workers=workers, enable_grpc=False, enable_latency_logging=False)
     server.start([model])
