@@ -273,18 +273,25 @@ def test_main_job_s_deploy_image_serves_the_model_as_its_cluster_manifest_runs_i
             except OSError:
                 time.sleep(0.5)
         # The client runs in the image too (numpy, Pillow): every test digit as a PNG, over the host's loopback.
-        client = (
-            "import http.client, io, json; from pathlib import Path; from PIL import Image; "
-            "from mnist_ct.artifacts import read_split; "
-            "_, test = read_split(Path('/work/data/runs/good/dataset'), 'test'); "
-            f"c = http.client.HTTPConnection('127.0.0.1', {port}, timeout=60); right = 0; versions = set(); "
-            "for pixels, label in zip(test.images, test.labels):\n"
-            "    b = io.BytesIO(); Image.fromarray(pixels).save(b, 'PNG')\n"
-            "    c.request('POST', '/v1/models/mnist:predict', b.getvalue(), {'Content-Type': 'image/png'})\n"
-            "    r = c.getresponse(); a = json.loads(r.read()); assert r.status == 200, a\n"
-            "    right += a['label'] == int(label); versions.add(a['model_version'])\n"
-            "print(json.dumps({'accuracy': right / len(test.labels), 'versions': sorted(versions)}))"
-        )
+        client = f"""
+import http.client, io, json
+from pathlib import Path
+from PIL import Image
+from mnist_ct.artifacts import read_split
+_, test = read_split(Path("/work/data/runs/good/dataset"), "test")
+c = http.client.HTTPConnection("127.0.0.1", {port}, timeout=60)
+right, versions = 0, set()
+for pixels, label in zip(test.images, test.labels):
+    b = io.BytesIO()
+    Image.fromarray(pixels).save(b, "PNG")
+    c.request("POST", "/v1/models/mnist:predict", b.getvalue(), {{"Content-Type": "image/png"}})
+    r = c.getresponse()
+    a = json.loads(r.read())
+    assert r.status == 200, a
+    right += a["label"] == int(label)
+    versions.add(a["model_version"])
+print(json.dumps({{"accuracy": right / len(test.labels), "versions": sorted(versions)}}))
+"""
         done = containers.run_container(image, ["python", "-c", client], tests, engine="buildah", user="10001:10001",
                                         capture_output=True, timeout=300)  # fmt: skip
         assert done.returncode == 0, done.stderr[-2000:]
