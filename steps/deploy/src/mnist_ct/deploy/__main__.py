@@ -90,11 +90,11 @@ def request_bytes(text: str) -> int:
 port = bounded_int(0, 65535)
 
 
-def _add_serving_options(parser: argparse.ArgumentParser, deployed: bool) -> None:
+def _add_serving_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("TorchServe workers and batching")
 
     def default(value: int) -> str:
-        return f" (default: {value})" if deployed else " (default: as deployed)"
+        return f" (default: {value})"
 
     group.add_argument(
         "--workers",
@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="make the version that was live before the current one live again, as it was deployed",
     )
-    _add_serving_options(parser, deployed=True)
+    _add_serving_options(parser)
     limits = parser.add_argument_group("requests and the handler")
     limits.add_argument(
         "--max-request-mb",

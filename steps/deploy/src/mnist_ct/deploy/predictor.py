@@ -279,9 +279,7 @@ class DigitPredictor(kserve.Model):
             raise RuntimeError("predict before the model loaded")
         if response_headers is not None:
             response_headers[VERSION_HEADER] = current.version
-        from kserve import InferRequest
-
-        if isinstance(payload, InferRequest):
+        if isinstance(payload, kserve.InferRequest):
             return self._infer_v2(current, payload)
         blobs, is_list = request_images({"body": payload})
         _check_count(len(blobs))
@@ -291,16 +289,17 @@ class DigitPredictor(kserve.Model):
         return {**results[0], "model_version": current.version}
 
     def _infer_v2(self, current: Loaded, request: Any) -> Any:
-        from kserve import InferOutput, InferResponse
-
         images = v2_images(request, current.service.max_pixels)
         results = current.service.classify(images)
         labels = np.array([r["label"] for r in results], dtype=np.int64)
         scores = np.array([r["score"] for r in results], dtype=np.float32)
-        outputs = [InferOutput("label", [len(labels)], "INT64"), InferOutput("score", [len(scores)], "FP32")]
+        outputs = [
+            kserve.InferOutput("label", [len(labels)], "INT64"),
+            kserve.InferOutput("score", [len(scores)], "FP32"),
+        ]
         outputs[0].set_data_from_numpy(labels, binary_data=False)
         outputs[1].set_data_from_numpy(scores, binary_data=False)
-        return InferResponse(
+        return kserve.InferResponse(
             response_id=request.id or str(uuid.uuid4()),
             model_name=self.name,
             model_version=current.version,

@@ -190,16 +190,7 @@ class LocalServer:
         """Stop TorchServe (as `torchserve --stop` does: SIGTERM to the frontend), wait until the
         frontend and its workers are gone (SIGKILL after `timeout_s`), remove its temporary folder."""
         if self._pid is not None and _running(self._pid):
-            processes = _process_tree(self._pid)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self._pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout_s
-            while any(_running(p) for p in processes) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            for p in processes:
-                if _running(p):
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(p, signal.SIGKILL)
+            _stop_tree(self._pid, timeout_s)
         self._pid = None
         if self._log_file is not None:
             self._log_file.close()
@@ -300,17 +291,9 @@ class LocalPredictor:
     def stop(self, timeout_s: float = 30.0) -> None:
         """SIGTERM (KServe stops its workers), SIGKILL to whatever is left after `timeout_s`."""
         if self._proc is not None:
-            processes = _process_tree(self._proc.pid)
-            if self._proc.poll() is None:
-                self._proc.terminate()
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self._proc.wait(timeout_s)
-            for p in processes:
-                if _running(p):
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(p, signal.SIGKILL)
+            _stop_tree(self._proc.pid, timeout_s)
             with contextlib.suppress(subprocess.TimeoutExpired):
-                self._proc.wait(5)
+                self._proc.wait(5)  # reap it
             self._proc = None
         if self._log_file is not None:
             self._log_file.close()
@@ -330,6 +313,21 @@ def _cmdline(process: Any) -> list[str]:
         return list(process.cmdline())
     except psutil.Error:
         return []
+
+
+def _stop_tree(pid: int, timeout_s: float) -> None:
+    """SIGTERM to `pid` (the server stops its own workers), wait until it and its descendants are gone, SIGKILL
+    whatever is left after `timeout_s`."""
+    processes = _process_tree(pid)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while any(_running(p) for p in processes) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for p in processes:
+        if _running(p):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGKILL)
 
 
 def _running(pid: int) -> bool:

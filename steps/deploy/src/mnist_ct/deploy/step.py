@@ -398,5 +398,4 @@ def follow_live_archive(paths: RunPaths, live: ArchiveInfo | None, producer: Pro
     except ArtifactError:
         pointer = None
     if pointer != live.version:
-        publish_version(paths.deploy_root, live, producer)
-        switch_live(paths.deploy_root, live.model_name, live.version)
+        serve_on_kserve(paths, live, None, producer)  # the manifests follow with this run's own switch
