@@ -13,7 +13,14 @@ import torch.nn.functional as F
 
 from mnist_ct.train_model.augment import Augmentation, random_affine
 from mnist_ct.train_model.hardware import resolve_precision
-from mnist_ct.train_model.model import ArcFace, Architecture, EmbeddingNet, export_torchscript, forward_flops
+from mnist_ct.train_model.model import (
+    ArcFace,
+    Architecture,
+    EmbeddingNet,
+    export_torchscript,
+    forward_flops,
+    training_flops,
+)
 from mnist_ct.train_model.training import EpochMetrics, Trainer, holdout_split, lr_at
 
 
@@ -106,6 +113,17 @@ def test_forward_flops_counts_convs_and_linears():
     net = EmbeddingNet(Architecture(widths=(2, 3, 4), blocks=(1, 1, 1), embedding_dim=5))
     expected = 2 * (1 * 9 * 2 * 28 * 28 + 2 * 9 * 3 * 14 * 14 + 3 * 9 * 4 * 7 * 7 + 4 * 49 * 5)
     assert forward_flops(net) == expected
+
+
+def test_training_flops_are_what_torchs_flop_counter_counts_in_a_real_training_step():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    net = EmbeddingNet(Architecture(widths=(2, 3, 4), blocks=(2, 1, 1), embedding_dim=5))
+    head = ArcFace(5)
+    x, y = torch.rand(3, 1, 28, 28), torch.tensor([0, 1, 2])
+    with FlopCounterMode(display=False) as counter:
+        F.cross_entropy(head(net(x), y), y).backward()
+    assert counter.get_total_flops() == 3 * training_flops(net, 5)
 
 
 def test_one_cycle_schedule_warms_up_peaks_and_anneals():

@@ -185,9 +185,10 @@ def test_sigterm_stops_training_with_exit_143_and_publishes_nothing(
 ):
     checkpoint = Trainer._checkpoint
 
-    def checkpoint_then_sigterm(self: Trainer, epoch: int, *args) -> None:
-        checkpoint(self, epoch, *args)
-        os.kill(os.getpid(), signal.SIGTERM)  # a pod being stopped, right after the first checkpoint
+    def checkpoint_then_sigterm(self: Trainer, *args):  # type: ignore[no-untyped-def]
+        weights = checkpoint(self, *args)
+        os.kill(os.getpid(), signal.SIGTERM)  # a pod being stopped, right after the first checkpoint is handed over
+        return weights
 
     monkeypatch.setattr(Trainer, "_checkpoint", checkpoint_then_sigterm)
     assert main([*run_args(published_run), *SMALL, "--epochs", "3"]) == 143

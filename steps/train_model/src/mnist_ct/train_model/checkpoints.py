@@ -9,6 +9,8 @@ previous epoch the last finished one, never a half-written file where a finished
 from __future__ import annotations
 
 import io
+import queue
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -51,6 +53,45 @@ def save_checkpoint(path: Path, obj: dict[str, Any]) -> None:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     atomic_write_bytes(path, buffer.getvalue())  # names `path` on OS errors
+
+
+class BackgroundWriter:
+    """Writes checkpoints in order on one background thread, so training does not wait for torch.save and fsync.
+
+    What is submitted must not change afterwards (pass copies). A failed write (a full disk) stops the later
+    ones and is raised by the next `submit` or by `close`, which waits for everything submitted.
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[tuple[Path, dict[str, Any]] | None] = queue.Queue()
+        self._error: BaseException | None = None
+        self._raised = False
+        self._thread = threading.Thread(target=self._write, name="checkpoint-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, path: Path, obj: dict[str, Any]) -> None:
+        self._raise()
+        self._queue.put((path, obj))
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        self._raise()
+
+    def _write(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    save_checkpoint(*item)
+                except BaseException as e:  # handed to the training thread
+                    self._error = e
+
+    def _raise(self) -> None:
+        # Raised once; the error stays set, so nothing queued after the failed write is written.
+        if self._error is not None and not self._raised:
+            self._raised = True
+            raise self._error
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -124,17 +124,17 @@ def export_torchscript(net: EmbeddingNet) -> bytes:
     return buffer.getvalue()
 
 
-def forward_flops(net: nn.Module) -> int:
-    """Floating-point operations (2 per multiply-add) of one image's forward pass through convs and linears."""
-    flops = 0
+def layer_flops(net: nn.Module) -> list[int]:
+    """Floating-point operations (2 per multiply-add) of one image's forward pass through each conv and linear
+    layer, in the order they run, from the layer shapes."""
+    flops: list[int] = []
 
     def count(module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
-        nonlocal flops
         if isinstance(module, nn.Conv2d):
             k = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
-            flops += 2 * k * output[0].numel()
+            flops.append(2 * k * output[0].numel())
         elif isinstance(module, nn.Linear):
-            flops += 2 * module.in_features * module.out_features
+            flops.append(2 * module.in_features * module.out_features)
 
     hooks = [m.register_forward_hook(count) for m in net.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
     was_training = net.training
@@ -147,3 +147,19 @@ def forward_flops(net: nn.Module) -> int:
             h.remove()
         net.train(was_training)
     return flops
+
+
+def forward_flops(net: nn.Module) -> int:
+    """FLOPs of one image's forward pass through the convs and linears (what inference costs)."""
+    return sum(layer_flops(net))
+
+
+def training_flops(net: nn.Module, embedding_dim: int, classes: int = 10) -> int:
+    """FLOPs of one training image: forward and backward through every conv and linear layer, ArcFace's included.
+
+    The backward of a layer computes its weight gradient (as many FLOPs as its forward) and its input gradient
+    (as many again), except the first layer's input gradient: nothing needs the image's. BatchNorm, pooling,
+    activations, the loss and the optimizer are not counted (memory-bound, a few percent of the FLOPs).
+    """
+    layers = [*layer_flops(net), 2 * embedding_dim * classes]
+    return 3 * sum(layers) - layers[0]

@@ -9,7 +9,7 @@ import torch
 
 from mnist_ct.artifacts import Manifest, Producer
 
-from .model import forward_flops
+from .model import forward_flops, training_flops
 from .training import TrainConfig, TrainResult
 
 
@@ -29,6 +29,8 @@ def model_card(
         "embedding_dim": config.embedding_dim,
         "parameters": sum(p.numel() for p in result.net.parameters()),
         "forward_flops_per_image": forward_flops(result.net),
+        # forward + backward of every conv and linear (model.training_flops); trained in config.precision
+        "training_flops_per_image": training_flops(result.net, config.embedding_dim),
         "input": {"shape": ["N", 1, 28, 28], "dtype": "float32", "range": [0.0, 1.0], "digit": "white on black"},
         "output": {"shape": ["N", config.embedding_dim], "dtype": "float32", "l2_normalised": True},
         "head": {"type": "arcface", "classes": 10, "scale": config.scale, "margin": config.margin},
