@@ -185,7 +185,7 @@ def test_sigterm_stops_training_with_exit_143_and_publishes_nothing(
 ):
     checkpoint = Trainer._checkpoint
 
-    def checkpoint_then_sigterm(self: Trainer, *args):  # type: ignore[no-untyped-def]
+    def checkpoint_then_sigterm(self: Trainer, *args):
         weights = checkpoint(self, *args)
         os.kill(os.getpid(), signal.SIGTERM)  # a pod being stopped, right after the first checkpoint is handed over
         return weights
