@@ -78,7 +78,9 @@ def test_a_state_that_does_not_fit_raises_value_error_and_changes_nothing(how):
 
 def test_a_parameter_without_a_gradient_is_left_alone():
     model = _model()
-    frozen = model[3].bias
+    last = model[3]
+    assert isinstance(last, nn.Linear)
+    frozen = last.bias
     opt = AdamW(_groups(model, 0.1), lr=1e-2)
     before = frozen.detach().clone()
     frozen.requires_grad_(False)
