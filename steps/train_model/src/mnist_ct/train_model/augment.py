@@ -1,4 +1,4 @@
-"""Batched augmentation with torch ops only: a random small affine warp per image, plus a smooth elastic one."""
+"""Batched augmentation with torch ops only: a random small affine warp per image."""
 
 from __future__ import annotations
 
@@ -17,12 +17,10 @@ class Augmentation:
     max_rotation: float = 10.0  # degrees
     max_scale: float = 0.1  # relative: scale in [1 - s, 1 + s]
     hflip: bool = False  # mirror half the images left-right (clothes, not digits)
-    elastic: float = 0.0  # pixels: largest displacement of a smooth random field (Simard et al. 2003); 0: none
-    elastic_grid: int = 4  # the field is random on this many x this many points, bicubically interpolated
 
     @property
     def enabled(self) -> bool:
-        return bool(self.max_shift or self.max_rotation or self.max_scale or self.hflip or self.elastic)
+        return bool(self.max_shift or self.max_rotation or self.max_scale or self.hflip)
 
 
 def random_affine(images: torch.Tensor, aug: Augmentation, generator: torch.Generator) -> torch.Tensor:
@@ -46,12 +44,4 @@ def random_affine(images: torch.Tensor, aug: Augmentation, generator: torch.Gene
     theta = torch.stack([torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1)
     theta = theta.to(device=images.device, dtype=images.dtype)
     grid = F.affine_grid(theta, [n, 1, h, w], align_corners=False)
-    if aug.elastic:
-        # A coarse random displacement field, upsampled smoothly: strokes bend and thicken locally the way
-        # handwriting varies, which a global affine warp cannot do. In grid units (one pixel is 2/W).
-        k = aug.elastic_grid
-        coarse = (torch.rand(n, 2, k, k, generator=generator) * 2 - 1) * aug.elastic
-        coarse = coarse * torch.tensor([2 / w, 2 / h]).view(1, 2, 1, 1)
-        field = F.interpolate(coarse.to(device=images.device, dtype=images.dtype), size=(h, w), mode="bicubic")
-        grid = grid + field.permute(0, 2, 3, 1)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
