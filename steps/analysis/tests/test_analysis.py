@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import re
+import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -36,6 +37,8 @@ from mnist_ct.artifacts import (
     thread_count,
 )
 from mnist_ct.artifacts.testing import assert_readme_documents
+
+SVG = "{http://www.w3.org/2000/svg}"
 
 
 def _metrics(paths) -> dict:
@@ -106,6 +109,7 @@ class _Page(HTMLParser):
     def __init__(self) -> None:
         super().__init__()
         self.images: list[dict[str, str]] = []
+        self.svgs: list[dict[str, str]] = []
         self.tags: list[str] = []
         self.text: list[str] = []
 
@@ -113,6 +117,8 @@ class _Page(HTMLParser):
         self.tags.append(tag)
         if tag == "img":
             self.images.append({k: v or "" for k, v in attrs})
+        if tag == "svg":
+            self.svgs.append({k: v or "" for k, v in attrs})
 
     def handle_data(self, data):
         self.text.append(data)
@@ -133,24 +139,39 @@ def _png(src: str) -> Image.Image:
     return image
 
 
+def _svg(raw: str, label: str) -> ET.Element:
+    """The inline figure named `label`, parsed as the standalone SVG it is (well-formed XML)."""
+    (svg,) = [s for s in re.findall(r"<svg .*?</svg>", raw, re.S) if f'aria-label="{label}"' in s]
+    return ET.fromstring(svg.replace("<svg ", '<svg xmlns="http://www.w3.org/2000/svg" ', 1))
+
+
 def test_report_is_self_contained_with_heatmap_projection_and_the_misclassified_digits(crafted):
     assert main(run_args(crafted.paths)) == 0
 
     page, raw = _page(crafted.paths)
-    by_alt = {img["alt"]: img["src"] for img in page.images}
-    heatmap = _png(by_alt["confusion matrix heatmap"])
-    projection = _png(by_alt["PCA projection of the test embeddings"])
-    assert heatmap.width > 300 and projection.width > 300
-    digits = {alt: src for alt, src in by_alt.items() if alt.startswith("test digit ")}
+    assert [s["aria-label"] for s in page.svgs] == ["confusion matrix heatmap", "PCA projection of the test embeddings"]
+    assert all(int(s["width"]) > 300 for s in page.svgs)
+    heatmap = _svg(raw, "confusion matrix heatmap")
+    cell_tips = {t.text or "" for t in heatmap.iter(f"{SVG}title")}
+    for t, p in CRAFTED_ERRORS:
+        assert any(tip.startswith(f"true {t}, predicted {p}: ") for tip in cell_tips)
+    counts = sorted(int(t.text or "") for t in heatmap.iter(f"{SVG}text") if t.get("fill"))
+    assert counts == sorted(int(v) for v in crafted.expected_confusion.ravel() if v)
+    projection = _svg(raw, "PCA projection of the test embeddings")
+    marked = {tip.text for path in projection.iter(f"{SVG}path") if (tip := path.find(f"{SVG}title")) is not None}
+    assert marked == {
+        f"test #{q}: true {t}, predicted {p}" for q, (t, p) in zip(crafted.crafted, CRAFTED_ERRORS, strict=True)
+    }
+    digits = {img["alt"]: img["src"] for img in page.images}
     expected = {
         f"test digit {q}: true {t}, predicted {p}" for q, (t, p) in zip(crafted.crafted, CRAFTED_ERRORS, strict=True)
     }
     assert set(digits) == expected
     for src in digits.values():
         assert _png(src).size == (28, 28)
-    assert all(img["src"].startswith("data:image/png;base64,") for img in page.images)
-    assert not {"script", "link", "iframe"} & set(page.tags)
-    assert "http://" not in raw and "https://" not in raw
+    assert not {"script", "link", "iframe", "object", "embed", "use", "image"} & set(page.tags)
+    assert "http://" not in raw and "https://" not in raw and "href" not in raw
+    assert re.findall(r"url\((.*?)\)", raw) == ["#blues-bar"]  # the colour bar's gradient, in the page
 
 
 def test_report_shows_accuracy_per_class_table_and_lineage(crafted):

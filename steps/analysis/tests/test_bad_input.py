@@ -268,7 +268,7 @@ def _run_folder_on_tmpfs(paths, size_kib: int) -> Iterator[None]:
 
 def test_bad_input_full_model_volume_exits_5_naming_the_file(crafted, capsys, tmp_path):
     accuracy = tmp_path / "kfp" / "outputs" / "accuracy"
-    with _run_folder_on_tmpfs(crafted.paths, 128):  # the inputs (84 KiB) fit; the report (84 KiB) does not
+    with _run_folder_on_tmpfs(crafted.paths, 96):  # the inputs (68 KiB in pages) fit; metrics and report (48) do not
         assert main(run_args(crafted.paths, "--accuracy-out", str(accuracy))) == 5
 
         line = _one_error_line(capsys)

@@ -1,4 +1,4 @@
-"""report.html: one self-contained page (figures inline as PNG data URIs, no external references)."""
+"""report.html: one self-contained page (figures as inline SVG, digits as PNG data URIs, no external references)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib.figure import Figure
-from PIL import Image
-from sklearn.decomposition import PCA
 
 from .lineage import LineageEntry
 
@@ -19,86 +16,18 @@ if TYPE_CHECKING:
     from .champion import Blessing, ChampionResult
 from .metrics import CLASSES, Evaluation, top_confusion
 
-PROJECTION_POINTS = 3000  # queries drawn in the 2-D projection (all errors among them)
-PCA_FIT_POINTS = 5000  # gallery vectors the projection is fitted on
-
 
 def png_data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def figure_png(fig: Figure, dpi: int = 100) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", metadata={"Software": None})
-    return buf.getvalue()
-
-
 def digit_png(image: np.ndarray) -> bytes:
     """A 28x28 uint8 digit as a grayscale PNG (scaled in the page, pixelated)."""
+    from PIL import Image  # only when there is a misclassified digit to show: off the start-up path
+
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(buf, format="PNG", optimize=True)
     return buf.getvalue()
-
-
-def confusion_figure(evaluation: Evaluation) -> bytes:
-    """Heatmap: colour is the share of the true class (so rare mistakes show), text the count."""
-    counts = evaluation.confusion
-    support = np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    share = counts / support
-    fig = Figure(figsize=(6.4, 5.6))
-    ax = fig.subplots()
-    im = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
-    for t in CLASSES:
-        for p in CLASSES:
-            if counts[t, p]:
-                colour = "white" if share[t, p] > 0.5 else ("#b00020" if t != p else "black")
-                ax.text(p, t, str(int(counts[t, p])), ha="center", va="center", fontsize=8, color=colour)
-    ax.set_xticks(CLASSES)
-    ax.set_yticks(CLASSES)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title("Confusion matrix (colour: share of the true class)")
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    return figure_png(fig)
-
-
-def projection_figure(
-    gallery: np.ndarray, queries: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, seed: int = 0
-) -> bytes:
-    """The queries in the first two principal components of the gallery embeddings; errors marked."""
-    rng = np.random.default_rng(seed)
-    fit = gallery if len(gallery) <= PCA_FIT_POINTS else gallery[rng.choice(len(gallery), PCA_FIT_POINTS, False)]
-    components = min(2, fit.shape[1], len(fit))
-    pca = PCA(n_components=components, random_state=seed).fit(fit)
-    xy = pca.transform(queries)
-    if components < 2:
-        xy = np.column_stack([xy[:, 0] if components else np.zeros(len(queries)), np.zeros(len(queries))])
-    wrong = np.flatnonzero(y_true != y_pred)
-    right = np.flatnonzero(y_true == y_pred)
-    if len(right) + len(wrong) > PROJECTION_POINTS:
-        right = rng.choice(right, max(PROJECTION_POINTS - len(wrong), 0), replace=False)
-    fig = Figure(figsize=(7.0, 6.0))
-    ax = fig.subplots()
-    colours = [f"C{c}" for c in CLASSES]
-    for c in CLASSES:
-        sel = right[y_true[right] == c]
-        ax.scatter(xy[sel, 0], xy[sel, 1], s=6, alpha=0.6, color=colours[c], label=str(c), linewidths=0)
-    if len(wrong):
-        ax.scatter(
-            xy[wrong, 0],
-            xy[wrong, 1],
-            s=28,
-            marker="x",
-            color=[colours[c] for c in y_true[wrong]],
-            linewidths=1.2,
-        )
-        ax.scatter([], [], s=28, marker="x", color="black", label="misclassified\n(colour: true class)")
-    explained = getattr(pca, "explained_variance_ratio_", np.zeros(2))
-    ax.set_xlabel(f"PC1 ({explained[0]:.0%} of variance)" if len(explained) > 0 else "PC1")
-    ax.set_ylabel(f"PC2 ({explained[1]:.0%} of variance)" if len(explained) > 1 else "PC2")
-    ax.set_title("Test embeddings, PCA fitted on the gallery")
-    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, markerscale=2, frameon=False)
-    return figure_png(fig)
 
 
 @dataclass
@@ -121,8 +50,8 @@ class ReportData:
     lineage: list[LineageEntry]
     data_digest: str
     dataset_meta: dict[str, Any]
-    confusion_png: bytes
-    projection_png: bytes
+    confusion_svg: str  # figures.confusion_svg
+    projection_svg: str  # figures.projection_svg
     misclassified: list[Misclassified] = field(default_factory=list)
     images: dict[str, str] = field(default_factory=dict)  # MNIST_CT_IMAGES: step -> image reference
     champion: ChampionResult | None = None  # measured on the same test digits
@@ -142,7 +71,7 @@ code{font-size:.85em;background:#f4f4f4;padding:0 .2em}
 .grid{display:flex;flex-wrap:wrap;gap:.6rem}
 figure.digit{margin:0;text-align:center;font-size:.75rem;width:72px}
 figure.digit img{width:56px;height:56px;image-rendering:pixelated;border:1px solid #ccc;background:#000}
-img.plot{max-width:100%;height:auto}
+svg.plot{max-width:100%;height:auto;display:block}
 """
 
 
@@ -292,7 +221,7 @@ data manifest sha256 <code>{_e(data.data_digest)}</code></p>
 
 {_champion_section(data)}
 <h2 id="confusion">Confusion matrix</h2>
-<img class="plot" alt="confusion matrix heatmap" src="{png_data_uri(data.confusion_png)}">
+{data.confusion_svg}
 
 <h2 id="per-class">Per class</h2>
 <table><thead><tr><th>class</th><th>support</th><th>precision</th><th>recall</th><th>F1</th>
@@ -305,7 +234,7 @@ data manifest sha256 <code>{_e(data.data_digest)}</code></p>
 {_digits(data)}
 
 <h2 id="projection">2-D projection of the embeddings</h2>
-<img class="plot" alt="PCA projection of the test embeddings" src="{png_data_uri(data.projection_png)}">
+{data.projection_svg}
 
 <h2 id="index">Index</h2>
 <table><tbody>{index_rows}</tbody></table>

@@ -40,10 +40,11 @@ from mnist_ct.artifacts import (
 from . import kfp_outputs
 from .champion import Blessing, ChampionResult, bless, measure_champion, verdict_line
 from .classify import VOTES, Neighbours, predicted_labels, search
+from .figures import confusion_svg, projection_svg
 from .index_artifact import IndexArtifact, read_index
 from .lineage import LineageEntry, trace
 from .metrics import Evaluation, confusion_csv, evaluate
-from .report import Misclassified, ReportData, confusion_figure, projection_figure, render
+from .report import Misclassified, ReportData, render
 
 STEP = "analysis"
 ANALYSIS_KIND = "analysis"
@@ -250,8 +251,8 @@ def run(paths: RunPaths, options: Options, log: Log) -> None:
             images=dict(options.kfp.images),
             champion=champion,
             blessing=blessing,
-            confusion_png=confusion_figure(evaluation),
-            projection_png=projection_figure(
+            confusion_svg=confusion_svg(evaluation.confusion),
+            projection_svg=projection_svg(
                 np.asarray(inputs.gallery.vectors),
                 np.asarray(inputs.queries.vectors),
                 evaluation.y_true,
