@@ -14,8 +14,12 @@ from mnist_ct.artifacts import RunPaths
 from mnist_ct.artifacts.testing import publish_run, run_args
 from mnist_ct.train_model.__main__ import main
 
-# A network small enough that one epoch over 300 digits takes well under a second.
-SMALL = ["--epochs", "1", "--batch-size", "32", "--widths", "8,16,16", "--embedding-dim", "16", "--threads", "1"]
+# A network small enough that one epoch over 300 digits takes well under a second. With a hold-out (the
+# default holds out nothing), so the validation, best-epoch and early-stopping paths run too.
+SMALL = [
+    *("--epochs", "1", "--batch-size", "32", "--widths", "8,16,16", "--embedding-dim", "16", "--threads", "1"),
+    *("--val-fraction", "0.1"),
+]
 
 
 @pytest.fixture(autouse=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -56,6 +57,17 @@ def test_trains_and_publishes_a_model_that_keeps_the_serving_contract(trained_ru
     assert epoch_checkpoint(trained_run.checkpoints, 1).is_file() and (trained_run.checkpoints / STATE_FILE).is_file()
 
 
+def test_by_default_nothing_is_held_out_and_the_last_epoch_is_exported(published_run: RunPaths):
+    small = [a for a in SMALL if a not in ("--val-fraction", "0.1")] + ["--epochs", "2"]
+    assert main([*run_args(published_run), *small]) == 0
+    card = json.loads((published_run.model / "model.json").read_text())
+    assert card["data"]["train_size"] == 300 and card["data"]["val_size"] == 0 and card["best_epoch"] == 2
+    assert math.isnan(card["best"]["val_nn1_accuracy"]) and card["epochs"][0]["val_seconds"] < 0.01
+    assert (
+        card["training_flops_per_image"] == 3 * card["forward_flops_per_image"] - 2 * 9 * 8 * 28 * 28 + 3 * 2 * 16 * 10
+    )
+
+
 def test_bf16_training_still_exports_a_float32_model(published_run: RunPaths):
     assert main([*run_args(published_run), *SMALL, "--precision", "bf16"]) == 0
     card = json.loads((published_run.model / "model.json").read_text())
@@ -65,7 +77,7 @@ def test_bf16_training_still_exports_a_float32_model(published_run: RunPaths):
 
 
 def test_a_few_epochs_learn_the_digits(published_run: RunPaths):
-    options = ["--epochs", "6", "--batch-size", "32", "--widths", "16,32,32", "--threads", "2"]
+    options = ["--epochs", "6", "--batch-size", "32", "--widths", "16,32,32", "--threads", "2", "--val-fraction", "0.1"]
     assert main([*run_args(published_run), *options]) == 0
     card = json.loads((published_run.model / "model.json").read_text())
     assert card["best"]["val_nn1_accuracy"] >= 0.8, card["epochs"]  # 270 training digits; chance is 0.1
@@ -142,7 +154,7 @@ def _wait_for_first_checkpoint(proc: subprocess.Popen[bytes], paths: RunPaths) -
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_weights_as_an_uninterrupted_one(tmp_path: Path, digits: Split):
     splits = {"train": take(digits, 80), "test": take(digits, 10, skip=80)}
-    opts = ["--epochs", "3", "--batch-size", "32", "--widths", "16,32,32", "--threads", "1"]
+    opts = ["--epochs", "3", "--batch-size", "32", "--widths", "16,32,32", "--threads", "1", "--val-fraction", "0.1"]
     runs = {}
     for run_id in ("straight", "killed"):
         runs[run_id] = RunPaths(run_id, tmp_path / "data", tmp_path / "model", tmp_path / "deploy")
