@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", choices=["mnist-5k", "mnist", "fashion-mnist"], default="mnist-5k")
     parser.add_argument("--limit-per-class", type=positive_int)
     parser.add_argument("--seed", type=seed_value, default=0)
-    parser.add_argument("--epochs", type=bounded_int(1, 10000), default=15)
+    parser.add_argument("--epochs", type=bounded_int(1, 10000), default=12)
     parser.add_argument("--index", default="Flat")
     parser.add_argument("--k", type=bounded_int(1, 1000), default=1)
     parser.add_argument("--accuracy-out", type=Path)

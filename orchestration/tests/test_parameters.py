@@ -6,7 +6,7 @@ from mnist_ct.orchestration.errors import OrchestrationError
 from mnist_ct.orchestration.parameters import text_value, typed_arguments, typed_value
 
 DECLARED: dict[str, dict[str, object]] = {
-    "epochs": {"parameterType": "NUMBER_INTEGER", "defaultValue": 15.0},
+    "epochs": {"parameterType": "NUMBER_INTEGER", "defaultValue": 12.0},
     "baseline": {"parameterType": "NUMBER_DOUBLE", "defaultValue": 0.8},
     "dataset": {"parameterType": "STRING", "defaultValue": "mnist-5k"},
     "required": {"parameterType": "STRING"},

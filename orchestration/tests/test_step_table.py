@@ -91,7 +91,7 @@ def test_every_parameter_reaches_a_step_option(dev_yaml):
         ("preprocess", "--only-if-changed"), ("preprocess", "--seed"), ("train_faiss", "--index"),
         ("train_model", "--epochs"), ("train_model", "--seed"), ("validate", "--model-name"),
     ]  # fmt: skip
-    assert options[("train_model", "--epochs")] == "15"
+    assert options[("train_model", "--epochs")] == "12"
     assert options[("preprocess", "--only-if-changed")] == "true"  # a bool parameter, as KFP writes it
     assert options[("analysis", "--min-improvement")] == "0"
 

@@ -288,7 +288,7 @@ def build(
         dataset: str = "mnist-5k",
         limit_per_class: int = ALL_PER_CLASS,
         seed: int = 0,
-        epochs: int = 15,  # train_model's own default
+        epochs: int = 12,  # train_model's own default
         index: str = "Flat",
         k: int = 1,
         baseline: float = 0.8,
