@@ -237,7 +237,7 @@ def test_bad_input_a_file_where_a_folder_it_writes_belongs_exits_3(published_run
 @pytest.mark.parametrize(
     ("extra", "named"),
     [
-        (["--lr", "0.1"], "--lr 0.1 (checkpoint: 0.003)"),
+        (["--lr", "0.1"], "--lr 0.1 (checkpoint: 0.006)"),
         (["--epochs", "2", "--seed", "3"], "--epochs 2 (checkpoint: 1), --seed 3 (checkpoint: 0)"),
         (["--widths", "8,16,32"], "--widths 8,16,32 (checkpoint: 8,16,16)"),
         (["--no-augment", "--hflip"], "--hflip True (checkpoint: False), --no-augment True (checkpoint: False)"),

@@ -27,7 +27,7 @@ def test_the_same_options_have_no_changes():
 def test_each_changed_option_is_named_with_both_values():
     saved = TrainConfig().to_json()
     now = replace(TrainConfig(), lr=0.01, blocks=(2, 2, 2)).to_json()
-    assert option_changes(saved, now) == ["--blocks 2,2,2 (checkpoint: 1,1,1)", "--lr 0.01 (checkpoint: 0.003)"]
+    assert option_changes(saved, now) == ["--blocks 2,2,2 (checkpoint: 1,1,1)", "--lr 0.01 (checkpoint: 0.006)"]
 
 
 def test_augmentation_ranges_set_in_code_are_named_as_ranges():

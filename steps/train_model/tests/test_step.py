@@ -20,7 +20,7 @@ from mnist_ct.artifacts import Producer, RunPaths, Split, read_manifest, read_ve
 from mnist_ct.artifacts.testing import assert_readme_documents, run_args, take
 from mnist_ct.train_model.__main__ import build_parser, main
 from mnist_ct.train_model.checkpoints import STATE_FILE, epoch_checkpoint
-from mnist_ct.train_model.training import Trainer
+from mnist_ct.train_model.training import TrainConfig, Trainer, to_input
 
 README = Path(__file__).parents[1] / "README.md"
 
@@ -66,6 +66,21 @@ def test_by_default_nothing_is_held_out_and_the_last_epoch_is_exported(published
     assert (
         card["training_flops_per_image"] == 3 * card["forward_flops_per_image"] - 2 * 9 * 8 * 28 * 28 + 3 * 2 * 16 * 10
     )
+
+
+def test_batchnorm_statistics_are_those_of_the_clean_training_images_under_the_final_weights(
+    tmp_path: Path, digits: Split
+):
+    images, labels = digits.images[:101], digits.labels[:101]
+    config = TrainConfig(epochs=2, batch_size=32, widths=(4, 4, 4), embedding_dim=8)
+    net = Trainer(config, torch.device("cpu"), tmp_path, "x").fit(images, labels).net
+    x = to_input(torch.from_numpy(np.array(images)), torch.device("cpu"))
+    conv, pool, bn = net.features[0], net.features[1], net.features[2]
+    assert isinstance(bn, torch.nn.BatchNorm2d) and not net.training
+    with torch.no_grad():
+        act = pool(conv((x - net.mean) / net.std))
+    torch.testing.assert_close(bn.running_mean, act.mean((0, 2, 3)), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(bn.running_var, act.var((0, 2, 3)), rtol=1e-3, atol=1e-5)
 
 
 def test_bf16_training_still_exports_a_float32_model(published_run: RunPaths):

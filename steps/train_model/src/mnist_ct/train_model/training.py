@@ -39,8 +39,8 @@ class TrainConfig:
     """Everything that decides the trained weights (device and threads aside)."""
 
     epochs: int = 12
-    batch_size: int = 128
-    lr: float = 3e-3  # peak of the one-cycle schedule
+    batch_size: int = 256
+    lr: float = 6e-3  # peak of the one-cycle schedule
     weight_decay: float = 5e-4
     warmup: float = 0.15  # fraction of all steps spent warming up
     embedding_dim: int = 64
@@ -286,7 +286,28 @@ class Trainer:
             best_path = epoch_checkpoint(self.checkpoints, best)
             with refused_as_damaged(best_path):
                 final.load_state_dict(load_checkpoint(best_path)["net"])
-        return TrainResult(final.eval(), history, best, stopped_early, start, len(train_idx), len(val_idx))
+        final = self._recalibrate_batchnorm(final, x_train)
+        return TrainResult(final, history, best, stopped_early, start, len(train_idx), len(val_idx))
+
+    @torch.no_grad()
+    def _recalibrate_batchnorm(self, net: EmbeddingNet, images: torch.Tensor, batch_size: int = 512) -> EmbeddingNet:
+        """`net` in eval mode on the CPU, its BatchNorm statistics measured anew on the clean training images.
+
+        Training averaged them over augmented batches while the weights still moved; inference sees clean
+        digits through the final weights. One forward pass over the training part (mnist-5k: +0.08 point of
+        test 1-NN accuracy on average over six runs, never less; bench/README.md).
+        """
+        net = channels_last(net, self.device)
+        for module in net.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.reset_running_stats()
+                module.momentum = None  # a cumulative average over the batches: the statistics of all the images
+        net.train()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16"):
+            for chunk in torch.split(images, batch_size):
+                if len(chunk) > 1:  # BatchNorm needs two; a last single image is left out
+                    net(to_input(chunk, self.device))
+        return net.eval().cpu()
 
     def _epochs(
         self,
