@@ -69,9 +69,11 @@ MYPY_INI = ROOT / "mypy.ini"
 FAIL_UNDER = 85.0  # per package, percent of lines
 # In every package venv, so typecheck and coverage run in the venv the tests use (no second venv).
 DEV_TOOLS = ("mypy", "coverage")
-# Bytecode goes to .nox/pycache: not next to the sources (the tree stays clean), and not nowhere (uv
-# compiles nothing at install, so without a cache every test process would compile torch again).
-TEST_ENV = {"PYTHONPYCACHEPREFIX": str(ROOT / ".nox" / "pycache")}
+# Bytecode goes to .nox/pycache: not next to the sources (the tree stays clean), and not nowhere: written
+# even where PYTHONDONTWRITEBYTECODE is set (empty means unset), or every test process compiles torch again.
+# (With a prefix Python reads bytecode only there, so the bytecode compiled at install serves the other
+# sessions: pipeline, bench.)
+TEST_ENV = {"PYTHONPYCACHEPREFIX": str(ROOT / ".nox" / "pycache"), "PYTHONDONTWRITEBYTECODE": ""}
 # One mypy cache for every package and clone, beside uv's: mypy checks each cached module against its file
 # (size, mtime, hash), and uv hard-links the same files into every venv, so torch is analysed once, not
 # once per torch package and per fresh clone (about 30 s each time).
