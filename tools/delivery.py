@@ -80,6 +80,8 @@ class StepResult:
     pushed_bytes: int | None = None
     unpacked_bytes: int | None = None
     diff_ids: list[str] = field(default_factory=list)
+    left_out: list[str] = field(default_factory=list)  # resolved, not installed (tools/wheelhouse.py UNUSED)
+    pruned: list[str] = field(default_factory=list)  # installed, then deleted (PRUNE): deps/prune.txt
 
 
 @dataclass
@@ -245,8 +247,8 @@ def build_step(
     cache = root / ".nox" / "wheelhouse" / "cache"
     house = wheelhouse.build_wheelhouse(root, package, packages, root / ".nox" / "wheelhouse" / name, cache)
     t1 = time.monotonic()
-    log(f"{name}: wheelhouse {len(house.requirements)} third-party + {len(house.local_wheels)} local wheels "
-        f"[{t1 - t0:.1f} s]")  # fmt: skip
+    log(f"{name}: wheelhouse {len(house.requirements)} third-party + {len(house.local_wheels)} local wheels; "
+        f"{len(house.left_out)} left out, {len(house.pruned)} paths pruned [{t1 - t0:.1f} s]")  # fmt: skip
     tag = image_tag(registry, package)
     args = {"DEPS_SHA256": house.deps_sha256, "LOCAL_SHA256": house.local_sha256}
     if base_image:
@@ -256,7 +258,7 @@ def build_step(
     built = oci.build(builder, dockerfile, house.path, tag, build_args=args, no_cache=no_cache, push=push)
     result = StepResult(
         name, package.version, tag, built.digest, input_hash, t1 - t0, built.seconds,
-        house.deps_sha256, house.local_sha256,
+        house.deps_sha256, house.local_sha256, left_out=house.left_out, pruned=house.pruned,
     )  # fmt: skip
     try:
         result.diff_ids = oci.diff_ids(builder, tag)

@@ -3,9 +3,10 @@
 A fixture step (tinylib + numpy) is tested, built with buildah and pushed to Debian's docker-registry on
 127.0.0.1; the digest written to the lock must resolve with skopeo, the image must run the step inside
 it, its unpacked size (buildah's storage) must exceed what was pushed, pushing to an empty registry must
-rebuild and re-pin it without its tests, a build from scratch must give the same digest, and a code-only
-change must rebuild only the thin local-wheels layer. Slow (a base image when none is there, then ~1-2
-min); runs in CI (.ci/run).
+rebuild and re-pin it without its tests, a build from scratch must give the same digest, a code-only
+change must rebuild only the thin local-wheels layer, and what tools/wheelhouse.py PRUNE names (numpy's
+test suites) must not be in the image. Slow (a base image when none is there, then ~1-2 min); runs in CI
+(.ci/run).
 """
 
 from __future__ import annotations
@@ -175,6 +176,24 @@ def test_the_image_runs_the_step(repo, local_registry, first, tmp_path):
     )
     assert done.returncode == 0
     assert (tmp_path / "data" / "out.txt").read_text() == f"written{os.getuid()}"
+
+
+def test_the_image_leaves_out_what_prune_names_and_still_imports_it(repo, local_registry, first):
+    """numpy's test suites (tools/wheelhouse.py PRUNE) are not in the image; numpy and numpy.testing work."""
+    [step] = first.report["steps"]
+    assert "numpy/_core/tests" in step["pruned"] and "numpy/tests" in step["pruned"]
+    entry = lock(repo)["tiny"]
+    mirrors = {"ghcr.io/mnist-ct-test": f"{local_registry.address}/mnist-ct"}
+    script = (
+        "import sysconfig, pathlib, numpy, numpy.testing; site = pathlib.Path(sysconfig.get_path('purelib')); "
+        f"print(sorted(p for p in {step['pruned']!r} if (site / p).exists()), numpy.arange(3).sum())"
+    )
+    done = containers.run_container(
+        f"{entry['image']}@{entry['digest']}", ["python", "-c", script], engine="buildah", mirrors=mirrors,
+        capture_output=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["[]", "3"]
 
 
 def test_the_container_executor_streams_a_task(repo, local_registry, first, tmp_path):
