@@ -44,12 +44,54 @@ def machine() -> str:
     )
 
 
+def _s(value: Any) -> str:
+    return f"{value:.2f}" if isinstance(value, int | float) else "-"
+
+
 def pipeline_section(r: dict[str, Any]) -> str:
     rows = []
     for name, d in r["datasets"].items():
         steps = ", ".join(f"{k} {v:.1f}" for k, v in d["steps_s"].items())
-        rows.append([name, d["how"], f"{d['wall_s']:.0f} s", pct(d["accuracy"]), d["deployed"], steps])
-    return table(["data set", "how", "wall", "1-NN accuracy", "deployed", "per step (s)"], rows)
+        when = f" (measured {d['measured']})" if d.get("measured") else ""
+        rows.append([name + when, d["how"], f"{d['wall_s']:.1f} s", pct(d["accuracy"]), d["deployed"], steps])
+    parts = [table(["data set", "how", "wall", "1-NN accuracy", "deployed", "per step (s)"], rows)]
+    for name, d in r["datasets"].items():
+        if not d.get("steps"):
+            continue
+        head = ["step", "wall", "start-up", "of it: imports", "heavy imports", "work", "other", "after main()"]
+        head += ["overhead (wall - work)", "<= 1.5 s"]
+        step_rows = []
+        for task, f in d["steps"].items():
+            heavy = ", ".join(f"{k} {v:.2f}" for k, v in f["heavy_imports_s"].items()) or "-"
+            step_rows.append(
+                [task, _s(f["wall_s"]), _s(f["startup_s"]), _s(f["imports_s"]), heavy, _s(f["work_s"])]
+                + [
+                    _s(f["other_s"]),
+                    _s(f["after_main_s"]),
+                    _s(f["overhead_s"]),
+                    "met" if f["overhead_target_met"] else "MISSED",
+                ]
+            )
+        targets = d["targets"]
+        end_to_end = next(v for k, v in targets.items() if k.startswith("end_to_end"))
+        missed = ", ".join(targets["overhead_missed_by"]) or "none"
+        parts.append(
+            f"{name}, per step (seconds; mnist_ct.artifacts.timing: start-up = process start to main(), work = what "
+            "the step marks as its job, other = the rest of main(), after main() = the interpreter's exit and the "
+            "runner; overhead = the runner's wall - work):\n\n"
+            + table(head, step_rows)
+            + f"\n\nEnd to end (the whole run-local command, option checks included) {d['wall_s']:.1f} s, "
+            f"the steps {d.get('tasks_s', 0):.1f} s: <= 20 s {'met' if end_to_end else 'MISSED'}; "
+            f"overhead <= 1.5 s missed by: {missed}."
+        )
+    python = r.get("python")
+    if python:
+        parts.append(
+            f"`import torch` alone, in a fresh interpreter of the same venv: {python['import_torch_s']:.2f} s "
+            f"(median of {python['runs']}; bytecode {python['bytecode']}; PYTHONDONTWRITEBYTECODE="
+            f"{python['PYTHONDONTWRITEBYTECODE']}, PYTHONPYCACHEPREFIX={python['PYTHONPYCACHEPREFIX']})."
+        )
+    return "\n\n".join(parts)
 
 
 def train_section(r: dict[str, Any]) -> str:

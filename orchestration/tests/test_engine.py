@@ -210,7 +210,7 @@ def test_an_interrupted_step_is_recorded_and_the_interrupt_goes_on(dev_yaml, tmp
         local.run()
     assert saved_tasks(tmp_path)[-1] | {"seconds": 0} == {
         "task": "condition-1/embedding", "display_name": "Embedding: embed train and test splits", "status": "failed",
-        "seconds": 0, "outputs": {}, "artifacts": [], "reason": "interrupted (KeyboardInterrupt)",
+        "seconds": 0, "outputs": {}, "artifacts": [], "reason": "interrupted (KeyboardInterrupt)", "timing": None,
     }  # fmt: skip
 
 

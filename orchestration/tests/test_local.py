@@ -29,6 +29,7 @@ def test_a_run_checks_runs_and_summarises_what_it_made(fake_steps, tmp_path, cap
     saved = json.loads((work / "kfp" / "r1" / "run.json").read_text())
     assert saved["arguments"]["epochs"] == 2 and saved["arguments"]["model_name"] == "digits"
     assert [t["status"] for t in saved["tasks"]] == ["succeeded"] * 9  # 7 steps, 2 conditions
+    check_timing(saved["tasks"], out)
     assert saved["outcome"] == {
         "proceed": True, "proceed_reason": "true (changed)", "challenger_accuracy": 0.9, "champion": None,
         "blessed": True, "reason": "above the baseline, no champion", "deployed": True, "skipped": [],
@@ -67,6 +68,25 @@ def test_a_run_checks_runs_and_summarises_what_it_made(fake_steps, tmp_path, cap
         f"  preprocess.dataset           system.Dataset                {dataset['path']} (data_version=fake0123, "
         f"image={dataset['metadata']['image']})" in out
     )
+
+
+def check_timing(tasks, out):
+    """Each step's own account of its time (mnist_ct.artifacts.timing, through MNIST_CT_TIMING_DIR) is in run.json
+    as the task's `timing`, and in the summary's columns: wall, work, overhead (wall - work), start-up."""
+    steps = [t for t in tasks if t["task"] not in ("condition-1", "condition-1/condition-2")]
+    assert len(steps) == 7 and all("timing" not in t for t in tasks if t not in steps)  # a condition is no step
+    for t in steps:
+        timing = t["timing"]
+        assert timing["step"] == t["task"].rsplit("/", 1)[-1].replace("-", "_") and timing["exit_code"] == 0
+        # `python -m mnist_ct.<step>` is its process: the start-up is measured, and all of it fits in the wall time
+        assert 0 < timing["startup_s"] <= timing["total_s"] <= t["seconds"]
+        assert timing["work_s"] == 0.0  # the fakes mark no work: all of their time is overhead
+    assert f"  {'':<9} {'task':<32} {'wall s':>7} {'work':>7} {'overhead':>8} {'start-up':>8}" in out
+    validate = next(t for t in steps if t["task"] == "condition-1/validate")
+    figures = (
+        f"{validate['seconds']:7.1f} {0.0:7.1f}  {validate['seconds']:7.1f}  {validate['timing']['startup_s']:7.1f}"
+    )
+    assert f"  succeeded {'condition-1/validate':<32} {figures}" in out
 
 
 def test_a_run_below_the_baseline_is_not_blessed_and_says_why_deploy_was_skipped(

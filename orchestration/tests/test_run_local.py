@@ -45,6 +45,13 @@ def test_the_pipeline_runs_end_to_end_and_deploys_above_the_baseline(tmp_path, c
     assert f"accuracy: challenger {accuracy:.4f}, no champion; baseline 0.8\n" in out
     assert "\nblessed: " in out
     check_artifacts(tmp_path, "above", done, out)
+    # Each real step's account of its time: its start-up, and the work it marks (mnist_ct.artifacts.timing).
+    for task in ("preprocess", "validate", "train-model", "embedding", "train-faiss", "analysis", "deploy"):
+        timing = done[task]["timing"]
+        assert timing["step"] == task.replace("-", "_") and 0 < timing["startup_s"] < timing["total_s"], task
+        assert timing["total_s"] <= done[task]["seconds"] and timing["work_s"] >= 0, task
+    assert all(done[t]["timing"]["work_s"] > 0 for t in ("preprocess", "validate", "embedding", "train-faiss"))
+    assert "torch" in done["embedding"]["timing"]["heavy_imports_s"]  # `import torch`, its own figure
     outcome = json.loads((tmp_path / "kfp" / "above" / "run.json").read_text())["outcome"]
     assert (outcome["proceed"], outcome["champion"], outcome["blessed"], outcome["deployed"]) == (
         True,

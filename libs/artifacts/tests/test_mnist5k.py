@@ -53,3 +53,16 @@ def test_decimal_values_are_accepted_when_whole(tmp_path):
 def test_non_numeric_csv_is_refused(tmp_path):
     with pytest.raises(ArtifactError, match=r"d.csv.gz: not a numeric CSV"):
         read_mnist_csv(write_csv(tmp_path / "d.csv.gz", [["x"] * 785]))
+
+
+def test_per_class_parses_only_the_first_rows_of_each_class_in_file_order():
+    every = read_mnist_csv(builtin_csv())
+    some = read_mnist_csv(builtin_csv(), per_class=2)
+    idx = np.concatenate([np.flatnonzero(every.labels == c)[:2] for c in range(10)])
+    assert np.array_equal(some.images, every.images[idx]) and np.array_equal(some.labels, every.labels[idx])
+
+
+def test_per_class_keeps_a_row_whose_label_does_not_read_so_the_parser_names_it(tmp_path):
+    rows = [[0] * 784 + [1], [0] * 784 + [1], [0] * 784 + ["x"]]
+    with pytest.raises(ArtifactError, match="not a numeric CSV"):
+        read_mnist_csv(write_csv(tmp_path / "d.csv.gz", rows), per_class=1)

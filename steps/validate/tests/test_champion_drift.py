@@ -246,5 +246,6 @@ def test_the_summary_line_names_the_reference(volumes, digits, capsys):
     champion_data = make_champion(data, deploy, digits)
     this_run(data, digits)
     assert main(["--run-id", "r1", "--data-root", str(data), "--deploy-root", str(deploy)]) == 0
-    [line] = capsys.readouterr().err.strip().splitlines()
+    line, timing = capsys.readouterr().err.strip().splitlines()  # the summary, then the step's time (timing.py)
+    assert timing.startswith("[validate] time: ")
     assert line.endswith(f"; drift against the champion's training data (mnist version v1), {champion_data / MANIFEST}")

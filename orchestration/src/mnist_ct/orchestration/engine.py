@@ -45,6 +45,7 @@ from typing import Any
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
+from mnist_ct.artifacts.timing import TIMING_DIR_ENV
 from mnist_ct.orchestration import cel
 from mnist_ct.orchestration.errors import OrchestrationError, StepFailed, describe_exit
 from mnist_ct.orchestration.executors import ContainerTask, Executor, Mount, host_path
@@ -56,6 +57,7 @@ from mnist_ct.orchestration.workdir import write_atomically
 OUTPUTS_MOUNT = "/tmp/kfp/outputs"
 ARTIFACTS_MOUNT = "/tmp/kfp/artifacts"
 EXECUTOR_OUTPUT = "executor_output.json"  # in the task's outputs folder (KFP: /tmp/kfp_outputs/output_metadata.json)
+TIMING_FOLDER = "timing"  # in the task's outputs folder: the step's <step>.json (mnist_ct.artifacts.timing)
 TAIL_LINES = 20
 
 
@@ -84,6 +86,14 @@ class TaskResult:
     executor: bool = True  # False for a DAG (condition group)
     artifacts: list[Artifact] = field(default_factory=list)
     log_tail: list[str] = field(default_factory=list)  # its last output lines (not in run.json: the log has them)
+    # What the step said of its own time (mnist_ct.artifacts.timing: start-up, work, other); None if it said nothing.
+    timing: dict[str, Any] | None = None
+
+    @property
+    def overhead(self) -> float | None:
+        """Seconds of this task outside the step's own work: the wall time here minus the work it measured."""
+        work = (self.timing or {}).get("work_s")
+        return max(0.0, self.seconds - work) if isinstance(work, int | float) else None
 
 
 @dataclass
@@ -112,6 +122,7 @@ class RunResult:
                     "outputs": t.outputs,
                     "artifacts": [a.to_json() for a in t.artifacts],
                     "reason": t.reason,
+                    **({"timing": t.timing} if t.executor else {}),
                 }
                 for t in self.tasks
             ],
@@ -137,6 +148,8 @@ class _TaskOutputs:
     schema_versions: dict[str, str]
     executor_output: str
     host_executor_output: str
+    timing_dir: str  # MNIST_CT_TIMING_DIR as the task sees it
+    host_timing_dir: str
 
     def executor_input(self, inputs: Mapping[str, object]) -> str:
         """KFP's ExecutorInput as protobuf JSON, what `{{$}}` stands for."""
@@ -277,6 +290,8 @@ class LocalRun:
             schema_versions={a: kind.get("schemaVersion", "") for a, kind in kinds.items()},
             executor_output=seen(f"{OUTPUTS_MOUNT}/{path}/{EXECUTOR_OUTPUT}"),
             host_executor_output=host_path(f"{OUTPUTS_MOUNT}/{path}/{EXECUTOR_OUTPUT}", mounts),
+            timing_dir=seen(f"{OUTPUTS_MOUNT}/{path}/{TIMING_FOLDER}"),
+            host_timing_dir=host_path(f"{OUTPUTS_MOUNT}/{path}/{TIMING_FOLDER}", mounts),
         )
 
     def _container(
@@ -413,8 +428,8 @@ class LocalRun:
             self._skip(f"{prefix}{name}", display, reason, "dag" not in child)
             self._skip_inside(child, f"{prefix}{name}/", reason)
 
-    def _fail(self, path: str, display: str, seconds: float, reason: str) -> None:
-        self.results.append(TaskResult(path, display, "failed", seconds, reason=reason))
+    def _fail(self, path: str, display: str, seconds: float, reason: str, timing: dict[str, Any] | None = None) -> None:
+        self.results.append(TaskResult(path, display, "failed", seconds, reason=reason, timing=timing))
 
     def _execute(
         self, path: str, name: str, display: str, component: dict[str, Any], inputs: Mapping[str, object]
@@ -429,6 +444,12 @@ class LocalRun:
             Path(output_file).parent.mkdir(parents=True, exist_ok=True)
         for artifact in outputs.artifacts.values():
             Path(artifact.path).parent.mkdir(parents=True, exist_ok=True)
+        # Where the step writes what it measured of its own time (a pod has no such variable: the step writes nothing).
+        timing_dir = Path(outputs.host_timing_dir)
+        timing_dir.mkdir(parents=True, exist_ok=True)
+        for stale in timing_dir.glob("*.json"):  # an earlier attempt's figures are not this one's
+            stale.unlink(missing_ok=True)
+        spec.env[TIMING_DIR_ENV] = outputs.timing_dir
         self.out(f"==> {path}: {display}")
         tail: deque[str] = deque(maxlen=TAIL_LINES)
 
@@ -443,9 +464,10 @@ class LocalRun:
             self._fail(path, display, time.monotonic() - started, f"interrupted ({e.__class__.__name__})")
             raise
         seconds = time.monotonic() - started
+        timing = read_timing(timing_dir)
         if code != 0:
             last = next((line for line in reversed(tail) if line.strip()), "(no output)")
-            self._fail(path, display, seconds, f"{describe_exit(code)}: {last}")
+            self._fail(path, display, seconds, f"{describe_exit(code)}: {last}", timing)
             self.out(f"FAIL {path} after {seconds:.1f} s ({describe_exit(code)})")
             raise StepFailed(f"step {path} failed ({describe_exit(code)}): {last}", code)
         values: dict[str, object] = {}
@@ -454,7 +476,7 @@ class LocalRun:
             try:
                 text = file.read_text()
             except OSError:
-                self._fail(path, display, seconds, f"no output parameter {pname}")
+                self._fail(path, display, seconds, f"no output parameter {pname}", timing)
                 raise StepFailed(
                     f"step {path} exited 0 but did not write its output parameter {pname} ({file})", 1
                 ) from None
@@ -462,15 +484,17 @@ class LocalRun:
             try:
                 values[pname] = typed_value(text.strip() if kind != "STRING" else text, kind, f"{path} output {pname}")
             except OrchestrationError as e:
-                self._fail(path, display, seconds, str(e))
+                self._fail(path, display, seconds, str(e), timing)
                 raise
         expects_output = any(EXECUTOR_INPUT in part for part in self._container_parts(component))
         try:
             artifacts = self._read_artifacts(path, outputs, expects_output)
         except OrchestrationError as e:
-            self._fail(path, display, seconds, str(e))
+            self._fail(path, display, seconds, str(e), timing)
             raise
-        result = TaskResult(path, display, "succeeded", seconds, values, artifacts=artifacts, log_tail=list(tail))
+        result = TaskResult(
+            path, display, "succeeded", seconds, values, artifacts=artifacts, log_tail=list(tail), timing=timing
+        )
         self.results.append(result)
         shown = "".join(f", {k} = {text_value(v)}" for k, v in values.items())
         if artifacts:
@@ -515,3 +539,13 @@ class LocalRun:
             metadata = (entries[0] or {}).get("metadata") or {} if entries else {}
             found.append(Artifact(name, artifact.type, artifact.path, artifact.uri, metadata))
         return found
+
+
+def read_timing(folder: Path) -> dict[str, Any] | None:
+    """The step's own account of its time (the one JSON object in `folder`); None when it wrote none or it does
+    not read: the figures only inform, a broken file is no reason to fail the task."""
+    try:
+        found = [json.loads(f.read_text()) for f in sorted(folder.glob("*.json"))]
+    except (OSError, ValueError):
+        return None
+    return found[0] if len(found) == 1 and isinstance(found[0], dict) else None

@@ -190,14 +190,30 @@ def outcome_lines(outcome: Mapping[str, Any], baseline: object) -> list[str]:
     return lines
 
 
+def _seconds(value: object) -> str:
+    return f"{value:7.1f}" if isinstance(value, int | float) else f"{'-':>7}"
+
+
+def task_lines(result: RunResult) -> list[str]:
+    """One line per task: its wall time here, and of it what the step measured (mnist_ct.artifacts.timing):
+    its work, the overhead (wall - work: interpreter, imports, checks, export) and the start-up within it."""
+    lines = [f"  {'':<9} {'task':<32} {'wall s':>7} {'work':>7} {'overhead':>8} {'start-up':>8}"]
+    for t in result.tasks:
+        if not t.executor:
+            continue
+        if t.status == "skipped":
+            lines.append(f"  {t.status:<9} {t.path:<32}   ({t.reason})")
+            continue
+        timing = t.timing or {}
+        figures = [_seconds(timing.get("work_s")), f" {_seconds(t.overhead)}", f" {_seconds(timing.get('startup_s'))}"]
+        lines.append(f"  {t.status:<9} {t.path:<32} {t.seconds:7.1f} {' '.join(figures)}")
+    return lines
+
+
 def summary(result: RunResult) -> list[str]:
     """The lines a person wants after a run: steps and times, the artifacts, the loop's outcome (accuracies,
     blessed or not and why, what was skipped), deploy or not, where the files are."""
-    lines = ["", f"run {result.run_id}:"]
-    for t in result.tasks:
-        if t.executor:
-            detail = f"{t.seconds:7.1f} s" if t.status != "skipped" else f"  ({t.reason})"
-            lines.append(f"  {t.status:<9} {t.path:<32} {detail}")
+    lines = ["", f"run {result.run_id}:", *task_lines(result)]
     lines += artifact_lines(result)
     lines += outcome_lines(result.outcome or loop_outcome(result), result.arguments.get("baseline"))
     analysis, deploy = result.task("analysis"), result.task("deploy")

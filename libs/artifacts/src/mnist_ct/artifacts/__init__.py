@@ -1,5 +1,7 @@
 """mnist_ct.artifacts: the one implementation of the on-disk contract between pipeline steps."""
 
+# First: timing.py notes when the imports began (the interpreter's start-up ends here) and times the heavy ones.
+from . import timing  # isort: skip
 from .champion import DEFAULT_MODEL_NAME, Champion, check_model_name, find_champion, read_deployed
 from .cli import (
     MAX_SEED,
@@ -155,6 +157,7 @@ __all__ = [
     "step_versions",
     "step_main",
     "thread_count",
+    "timing",
     "verify_file",
     "write_dataset",
     "write_embeddings",

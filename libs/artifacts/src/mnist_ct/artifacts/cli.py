@@ -6,7 +6,9 @@ import argparse
 import math
 import os
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -128,11 +130,27 @@ def run_paths(args: argparse.Namespace) -> RunPaths:
 
 
 class Log:
-    """One summary line per unit of work on stderr, and progress bars only on a terminal."""
+    """One summary line per unit of work on stderr, progress bars only on a terminal, and the step's own work
+    marked with `with log.work():` (its seconds add up in `work_seconds`; step_main reports them, timing.py)."""
 
     def __init__(self, step: str, quiet: bool = False) -> None:
         self.step = step
         self.quiet = quiet
+        self.work_seconds = 0.0
+        self._working = 0  # nesting depth: an entry inside another is counted once, by the outer one
+
+    @contextmanager
+    def work(self) -> Iterator[None]:
+        """Mark the part of the run that is the step's job (not its checks, exports or publishing). It may be
+        entered more than once: the times add up; nested entries count once."""
+        self._working += 1
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._working -= 1
+            if self._working == 0:
+                self.work_seconds += time.perf_counter() - started
 
     def __call__(self, message: str) -> None:
         if not self.quiet:

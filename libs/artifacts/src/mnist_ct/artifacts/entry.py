@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import errno
 import faulthandler
+import gc
 import json
 import os
 import pickle
@@ -29,6 +30,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
+from . import timing
 from .cli import Log, run_paths
 from .errors import (
     EXIT_BAD_INPUT,
@@ -205,11 +207,41 @@ def step_main(
     run: Callable[[RunPaths, O, Log], int | None],
     argv: list[str] | None = None,
 ) -> int:
-    """A step's main: parse, build and check its Options and RunPaths (exit 2 before any work), then run it."""
+    """A step's main: parse, build and check its Options and RunPaths (exit 2 before any work), then run it.
+
+    Its time is accounted (timing.py): the start-up (the process's age here, where main() is the program's:
+    `python -m mnist_ct.<step>`, or `argv` None), the work the step marks with `log.work()`, and the rest; one
+    `time: ...` line at the end of a run that succeeded (not with --quiet), and <$MNIST_CT_TIMING_DIR>/<step>.json
+    whenever that variable is set.
+    """
+    clock = timing.StepClock(step, from_process_start=argv is None or timing.program_is_ours())
+    logs: list[Log] = []
 
     def work(args: argparse.Namespace) -> int | None:
         checked = options(args)
         paths = run_paths(args)
-        return run(paths, checked, Log(step, args.quiet))
+        logs.append(Log(step, args.quiet))
+        return run(paths, checked, logs[0])
 
-    return command_main(step, parser, work, argv)
+    code = command_main(step, parser, work, argv)
+    if logs:  # the options held and the step ran (a usage error or --help is no run to account for)
+        report_times(clock.finish(logs[0].work_seconds, code), logs[0], code)
+    if clock.from_process_start:
+        # Only the interpreter's exit follows. Its garbage collections walk every object torch and numpy made
+        # (0.3-0.6 s with torch loaded); frozen, they are left to the OS. Everything was written and closed
+        # above (with-blocks, atomic writes); atexit handlers and refcount finalisers still run.
+        gc.freeze()
+    return code
+
+
+def report_times(times: timing.StepTimes, log: Log, code: int) -> None:
+    """The `time:` line and the timing JSON. After a failure its error stays the last line (a runner reports
+    it): no time line, and a timing file that cannot be written (the disk that failed the step) goes unsaid.
+    After a success such a file is one warning line; the step's outcome stands either way."""
+    if code == 0:
+        log(times.line())
+    try:
+        timing.write_times(times)
+    except (OSError, ArtifactError) as e:
+        if code == 0:
+            print(f"{log.step}: warning: timing not written: {e}", file=sys.stderr, flush=True)

@@ -33,8 +33,9 @@ def builtin_csv() -> Path:
     return BUILTIN_CSV
 
 
-def read_mnist_csv(path: Path) -> Split:
-    """Parse the CSV (gzip if the name ends in .gz) into uint8 [N,28,28] images and labels."""
+def read_mnist_csv(path: Path, per_class: int | None = None) -> Split:
+    """Parse the CSV (gzip if the name ends in .gz) into uint8 [N,28,28] images and labels; with `per_class`,
+    only the first `per_class` rows of each class (in file order: the rest is not parsed)."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -44,7 +45,8 @@ def read_mnist_csv(path: Path) -> Split:
     except (OSError, zlib.error) as e:
         raise ArtifactError(f"{path}: cannot read ({e}); {_REPLACE}") from None
     try:
-        table = _parse_csv(text.decode("ascii").splitlines())
+        lines = text.decode("ascii").splitlines()
+        table = _parse_csv(lines if per_class is None else _first_of_each_class(lines, per_class))
     except (ValueError, UnicodeDecodeError) as e:
         raise ArtifactError(f"{path}: not a numeric CSV ({e})") from None
     if table.shape[1] != PIXELS + 1:
@@ -55,6 +57,23 @@ def read_mnist_csv(path: Path) -> Split:
     if not np.all((labels >= 0) & (labels < NUM_CLASSES) & (labels == np.round(labels))):
         raise ArtifactError(f"{path}: labels (the last column) must be whole numbers in 0..9")
     return Split(pixels.astype(np.uint8).reshape(-1, *IMAGE_SHAPE), labels.astype(np.int64))
+
+
+def _first_of_each_class(lines: list[str], per_class: int) -> list[str]:
+    """The first `per_class` rows of every class, by each row's last field; a row whose label does not read is
+    kept, so that the parser says what is wrong with it."""
+    seen: dict[float, int] = {}
+    chosen = []
+    for line in lines:
+        try:
+            label = float(line.rpartition(",")[2])
+        except ValueError:
+            chosen.append(line)
+            continue
+        if seen.get(label, 0) < per_class:
+            seen[label] = seen.get(label, 0) + 1
+            chosen.append(line)
+    return chosen
 
 
 def _parse_csv(lines: list[str]) -> np.ndarray:

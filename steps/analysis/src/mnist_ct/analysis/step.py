@@ -224,43 +224,44 @@ def run(paths: RunPaths, options: Options, log: Log) -> None:
     ntotal = int(inputs.index.index.ntotal)
     if options.k > ntotal:
         raise UsageError(f"--k {options.k} is more than the {ntotal} vectors in the index {paths.index}")
-    neighbours = search(inputs.index.index, inputs.index.labels, np.asarray(inputs.queries.vectors), options.k)
-    evaluation = evaluate(inputs.queries.labels, predicted_labels(neighbours, options.vote))
-    champion = measure_champion(paths, options.model_name, inputs.embeddings_manifest, inputs.queries.labels)
-    blessing = bless(evaluation.accuracy, champion, options.baseline, options.min_improvement)
+    with log.work():  # search + metrics + report (mnist_ct.artifacts.timing: the step's own work)
+        neighbours = search(inputs.index.index, inputs.index.labels, np.asarray(inputs.queries.vectors), options.k)
+        evaluation = evaluate(inputs.queries.labels, predicted_labels(neighbours, options.vote))
+        champion = measure_champion(paths, options.model_name, inputs.embeddings_manifest, inputs.queries.labels)
+        blessing = bless(evaluation.accuracy, champion, options.baseline, options.min_improvement)
 
-    lineage = trace(
-        paths,
-        {"index": inputs.index.manifest, "embeddings": inputs.embeddings_manifest, "dataset": inputs.data_manifest},
-    )
-    for entry in lineage:
-        if entry.artifact in ("index", "embeddings", "dataset"):
-            entry.used_by.append(STEP)
-    document = metrics_document(paths.run_id, options, evaluation, inputs, lineage, champion, blessing)
-    report = render(
-        ReportData(
-            run_id=paths.run_id,
-            k=options.k,
-            vote=options.vote,
-            evaluation=evaluation,
-            gallery_size=ntotal,
-            index_info=inputs.index.info,
-            lineage=lineage,
-            data_digest=inputs.data_manifest.digest,
-            dataset_meta=inputs.data_manifest.meta,
-            images=dict(options.kfp.images),
-            champion=champion,
-            blessing=blessing,
-            confusion_svg=confusion_svg(evaluation.confusion),
-            projection_svg=projection_svg(
-                np.asarray(inputs.gallery.vectors),
-                np.asarray(inputs.queries.vectors),
-                evaluation.y_true,
-                evaluation.y_pred,
-            ),
-            misclassified=pick_misclassified(evaluation, neighbours, inputs.test.images, options.max_examples),
+        lineage = trace(
+            paths,
+            {"index": inputs.index.manifest, "embeddings": inputs.embeddings_manifest, "dataset": inputs.data_manifest},
         )
-    )
+        for entry in lineage:
+            if entry.artifact in ("index", "embeddings", "dataset"):
+                entry.used_by.append(STEP)
+        document = metrics_document(paths.run_id, options, evaluation, inputs, lineage, champion, blessing)
+        report = render(
+            ReportData(
+                run_id=paths.run_id,
+                k=options.k,
+                vote=options.vote,
+                evaluation=evaluation,
+                gallery_size=ntotal,
+                index_info=inputs.index.info,
+                lineage=lineage,
+                data_digest=inputs.data_manifest.digest,
+                dataset_meta=inputs.data_manifest.meta,
+                images=dict(options.kfp.images),
+                champion=champion,
+                blessing=blessing,
+                confusion_svg=confusion_svg(evaluation.confusion),
+                projection_svg=projection_svg(
+                    np.asarray(inputs.gallery.vectors),
+                    np.asarray(inputs.queries.vectors),
+                    evaluation.y_true,
+                    evaluation.y_pred,
+                ),
+                misclassified=pick_misclassified(evaluation, neighbours, inputs.test.images, options.max_examples),
+            )
+        )
 
     upstream = {
         "index": inputs.index.manifest.digest,

@@ -203,14 +203,18 @@ def deploy(paths: RunPaths, options: Options, log: Log) -> None:
         follow_live_archive(paths, live, producer)
         if not options.force:
             refuse_a_worse_challenger(paths, candidate, name, live)
-        archive = existing_entry(paths, candidate, name)
-        if archive is None:
-            record = deployment_record(candidate, name, options.handler, options.torchserve, producer, images, versions)
-            archive = publish_entry(paths, candidate, record, log)
+        with log.work():  # archiving (timing.py: the step's own work; the probe above is a check)
+            archive = existing_entry(paths, candidate, name)
+            if archive is None:
+                record = deployment_record(
+                    candidate, name, options.handler, options.torchserve, producer, images, versions
+                )
+                archive = publish_entry(paths, candidate, record, log)
         add_model_artifact(out, archive)  # staged before going live: a full disk stops the deploy before it
-        info = make_live(paths, name, archive, version)
-        write_config(paths, name, options.torchserve, options.serving_root, f"mnist-ct deploy {producer.version}")
-        serve_on_kserve(paths, info, options.cluster(options.torchserve.workers, log), producer)
+        with log.work():  # and publishing: the archive live, TorchServe's config, the KServe version
+            info = make_live(paths, name, archive, version)
+            write_config(paths, name, options.torchserve, options.serving_root, f"mnist-ct deploy {producer.version}")
+            serve_on_kserve(paths, info, options.cluster(options.torchserve.workers, log), producer)
         recorded = info.deployment
         append_event(
             paths.deploy_root,

@@ -85,14 +85,10 @@ def run(paths: RunPaths, options: Options, log: Log) -> None:
 
     splits, timing = {}, {}
     for name, split in zip(SPLITS, (train, test), strict=True):
-        vectors, tp = embed_images(
-            model,
-            model_path,
-            split.images,
-            options.batch_size,
-            dim,
-            progress_bar(log, name),
-        )
+        with log.work():  # the forward passes (timing.py: the step's own work)
+            vectors, tp = embed_images(
+                model, model_path, split.images, options.batch_size, dim, progress_bar(log, name)
+            )
         splits[name] = Embeddings(vectors, np.asarray(split.labels, dtype=np.int64))
         timing[name] = tp
         log(
@@ -102,9 +98,15 @@ def run(paths: RunPaths, options: Options, log: Log) -> None:
     total = Throughput(sum(t.images for t in timing.values()), sum(t.seconds for t in timing.values()))
     extra = {}
     if champion is not None:
-        vectors, tp = embed_images(
-            champion_model, champion_name, test.images, options.batch_size, champion_dim, progress_bar(log, "champion")
-        )
+        with log.work():
+            vectors, tp = embed_images(
+                champion_model,
+                champion_name,
+                test.images,
+                options.batch_size,
+                champion_dim,
+                progress_bar(log, "champion"),
+            )
         extra[CHAMPION_FILE] = vectors
         timing["champion"] = tp
         log(

@@ -107,6 +107,38 @@ def run(paths: RunPaths, options: Options, log: Log) -> None:
     versions = step_versions()  # malformed: exit 2 before any work
     # Only read when it decides something; an unreadable live archive stops the run (exit 3) before any work.
     champion = find_champion(paths.deploy_root, options.model_name) if options.only_if_changed else None
+    with log.work():  # reading the sources (timing.py: the step's own work)
+        splits, meta, records = collect(paths, options, log)
+    decision = decide(options.only_if_changed, champion, meta["data_version"], versions)
+    with options.kfp.writing(paths.run_id) as out:
+        with log.work():  # and writing the data set
+            manifest = write_dataset(destination, splits, Producer.of(STEP), meta)  # publish() names the folder
+        out.add(
+            "dataset",
+            (destination / MANIFEST).read_bytes(),
+            {
+                "uri": file_uri(destination),
+                "sha256": manifest.digest,
+                "counts": {name: len(split) for name, split in splits.items()},
+                "data_version": meta["data_version"],
+                "dataset": options.dataset,
+                "batches": len(records),
+                "proceed": decision.proceed,
+            },
+        )
+        if options.proceed_out is not None:
+            out.file(options.proceed_out, b"true" if decision.proceed else b"false")
+    log(
+        f"{options.dataset}: train {len(splits['train'])}, test {len(splits['test'])} images "
+        f"-> {destination} (manifest sha256 {manifest.digest[:12]}, {len(records)} incoming batches)"
+    )
+    log(decision.line())
+
+
+def collect(
+    paths: RunPaths, options: Options, log: Log
+) -> tuple[dict[str, Split], dict[str, Any], list[dict[str, Any]]]:
+    """Read the sources and the incoming batches: the splits, the data set's metadata and the batches' records."""
     rng = np.random.default_rng(options.seed)
     splits: dict[str, Split]
     if options.dataset == MNIST_5K:
@@ -168,31 +200,7 @@ def run(paths: RunPaths, options: Options, log: Log) -> None:
         pixel_stats={name: pixel_stats(split.images) for name, split in splits.items()},
         data_version=with_batches(base_version, records, options.test_fraction),
     )
-    decision = decide(options.only_if_changed, champion, meta["data_version"], versions)
-    with options.kfp.writing(paths.run_id) as out:
-        manifest = write_dataset(
-            destination, splits, Producer.of(STEP), meta
-        )  # publish() names the folder on OS errors
-        out.add(
-            "dataset",
-            (destination / MANIFEST).read_bytes(),
-            {
-                "uri": file_uri(destination),
-                "sha256": manifest.digest,
-                "counts": {name: len(split) for name, split in splits.items()},
-                "data_version": meta["data_version"],
-                "dataset": options.dataset,
-                "batches": len(records),
-                "proceed": decision.proceed,
-            },
-        )
-        if options.proceed_out is not None:
-            out.file(options.proceed_out, b"true" if decision.proceed else b"false")
-    log(
-        f"{options.dataset}: train {len(splits['train'])}, test {len(splits['test'])} images "
-        f"-> {destination} (manifest sha256 {manifest.digest[:12]}, {len(records)} incoming batches)"
-    )
-    log(decision.line())
+    return splits, meta, records
 
 
 def with_batches(base_version: str, records: list[dict[str, Any]], test_fraction: float) -> str:

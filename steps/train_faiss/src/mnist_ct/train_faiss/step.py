@@ -97,7 +97,8 @@ def run(paths: RunPaths, options: Options, log: Log) -> None:
             f"({gallery.vectors.shape[1]} vs {queries.vectors.shape[1]}); rerun the embedding step"
         )
     dim = int(gallery.vectors.shape[1])
-    built = build_index(np.asarray(gallery.vectors), options.factory, options.nprobe, options.ef_search)
+    with log.work():  # building the index (timing.py: the step's own work)
+        built = build_index(np.asarray(gallery.vectors), options.factory, options.nprobe, options.ef_search)
     for line in built.warnings:
         log(f"faiss: {line}")
     recalls, ms_per_query = recall_at(built.index, np.asarray(gallery.vectors), np.asarray(queries.vectors))

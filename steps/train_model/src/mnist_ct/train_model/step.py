@@ -83,7 +83,8 @@ def run(paths: RunPaths, options: Options, log: Log) -> None:
         progress=lambda items, total, desc: log.progress(items, total=total, desc=desc, unit="batch"),
         log=log,
     )
-    result = trainer.fit(split.images, split.labels, resume=options.resume)
+    with log.work():  # training (mnist_ct.artifacts.timing: the step's own work)
+        result = trainer.fit(split.images, split.labels, resume=options.resume)
     model_pt = export_torchscript(result.net)
     card = model_card(STEP, config, result, data, device, threads, time.perf_counter() - t0)
     best = card["best"]

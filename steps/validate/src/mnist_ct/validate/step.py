@@ -95,7 +95,8 @@ def run(paths: RunPaths, options: Options, log: Log) -> int:
     """Check the run's data set; publish the report whether the checks pass or not; exit 3 when one fails."""
     destination = paths.validation  # refused here, before any work, if it leads out of its volume
     reference, no_reference = choose_reference(paths, options)
-    report = validate(paths.dataset, options.thresholds, reference, no_reference)
+    with log.work():  # the checks on the data (timing.py: the step's own work)
+        report = validate(paths.dataset, options.thresholds, reference, no_reference)
     publish_report(report, destination, Producer.of(STEP))
     # A failed check is the step's finding, not an error: one line each, even with --quiet.
     for check in report.failures:
