@@ -9,7 +9,8 @@ defaults (Fashion-MNIST: the options in RECIPES), embeds train and test with the
 measures 1-NN test accuracy (gallery: the train split). In the same process it trains the original
 recipe (see `Original`) on the same train split. It writes bench/results/train.json: wall time, images/s,
 1-NN accuracy, the ratios ours/original, time to reach the original's final accuracy, and the achieved
-GFLOP/s against an fp32 matrix product measured in the same run.
+GFLOP/s against a matrix product of the same precision measured in the same run. mnist-5k is trained
+with three seeds (the target is their mean accuracy).
 """
 
 from __future__ import annotations
@@ -32,19 +33,22 @@ from torch import nn
 
 from mnist_ct.artifacts import RunPaths, read_embeddings, read_split
 from mnist_ct.train_model.checkpoints import epoch_checkpoint
-from mnist_ct.train_model.model import ArcFace, EmbeddingNet, forward_flops
+from mnist_ct.train_model.model import ArcFace, EmbeddingNet, forward_flops, training_flops
 from mnist_ct.train_model.training import TrainConfig, embed, nn1_accuracy
 
 ROOT = Path(__file__).resolve().parent
 FASHION_SOURCE = Path("/usr/share/datasets/fashion-mnist")
 
 # What each data set must reach (the issue's targets), and the options our run gets beyond the defaults.
+# mnist-5k: the accuracy target is the mean over `seeds` (each reported); the first seed's run also gives
+# the per-epoch curve and the same-time-budget run.
 RECIPES: dict[str, dict[str, Any]] = {
-    "mnist-5k": {"args": [], "min_accuracy": 0.985, "max_train_model_seconds": 60.0},
+    "mnist-5k": {"args": [], "min_accuracy": 0.992, "max_train_model_seconds": 15.0, "seeds": [0, 1, 2]},
     "fashion-mnist": {
-        "args": ["--epochs", "8", "--blocks", "2,2,2", "--no-augment", "--val-fraction", "0.05"],
-        "min_accuracy": 0.93,
+        "args": ["--epochs", "8", "--blocks", "2,2,2", "--no-augment"],
+        "min_accuracy": 0.935,
         "max_train_model_seconds": 300.0,
+        "seeds": [0],
     },
 }
 
@@ -120,14 +124,16 @@ def run_original(
             }
         )
     images = epochs * len(y_all)
-    flops = forward_flops(net)
+    flops = training_flops(net, 128)
     return {
         "recipe": "original: conv3x3 1->32 (unpadded)+BN+ReLU+maxpool2, conv3x3 32->64+BN+ReLU, fc 7744->128+BN+ReLU, "
         "fc 128->128; ArcFace s=32 m=0.5; SGD lr 0.01 wd 5e-4 (no momentum), batch 16, 2 epochs, no augmentation",
         "train_seconds": seconds,
         "images_per_second": images / seconds,
-        "forward_flops_per_image": flops,
-        "achieved_gflops": 3 * flops * images / seconds / 1e9,
+        "forward_flops_per_image": forward_flops(net),
+        "training_flops_per_image": flops,
+        "precision": "fp32",
+        "achieved_gflops": flops * images / seconds / 1e9,
         "test_nn1_accuracy": per_epoch[-1]["test_nn1_accuracy"],
         "epochs": per_epoch,
     }
@@ -231,6 +237,22 @@ def same_budget_run(
     }
 
 
+def other_seed_run(name: str, workdir: Path, threads: int, recipe: dict[str, Any], seed: int) -> dict[str, Any]:
+    """train_model + embedding again on the same data set with another --seed; its accuracy and wall time."""
+    paths = RunPaths(f"bench-{name}", workdir / "data", workdir / "model", workdir / "deploy")
+    other = RunPaths(f"bench-{name}-seed{seed}", workdir / "data", workdir / "model", workdir / "deploy")
+    if other.dataset.exists():
+        shutil.rmtree(other.dataset)
+    other.dataset.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(paths.dataset, other.dataset)
+    wall = step("train_model", other, "--threads", str(threads), *recipe["args"], "--seed", str(seed), quiet=True)
+    step("embedding", other, "--threads", str(threads), quiet=True)
+    _, emb = read_embeddings(other.embeddings)
+    accuracy = _accuracy(emb)
+    print(f"[bench] {name} seed {seed}: {accuracy:.4f} (train_model {wall:.1f} s)", file=sys.stderr, flush=True)
+    return {"seed": seed, "test_nn1_accuracy": accuracy, "train_model_wall_seconds": wall}
+
+
 def _accuracy(emb: dict[str, Any]) -> float:
     """1-NN test accuracy with the train split as the gallery, from published embeddings."""
     return nn1_accuracy(
@@ -275,7 +297,9 @@ def bench_dataset(name: str, workdir: Path, threads: int) -> dict[str, Any]:
         "validation_seconds": card["timing"]["val_seconds"],
         "images_per_second": train_images_seen / train_s,
         "forward_flops_per_image": card["forward_flops_per_image"],
-        "achieved_gflops": 3 * card["forward_flops_per_image"] * train_images_seen / train_s / 1e9,
+        "training_flops_per_image": card["training_flops_per_image"],
+        "precision": card["config"]["precision"],
+        "achieved_gflops": card["training_flops_per_image"] * train_images_seen / train_s / 1e9,
         "best_epoch": card["best_epoch"],
         "test_nn1_accuracy": accuracy,
         "embedding_wall_seconds": embedding_s,
@@ -283,6 +307,13 @@ def bench_dataset(name: str, workdir: Path, threads: int) -> dict[str, Any]:
         "preprocess_wall_seconds": preprocess_s,
         "epochs": curve,
     }
+    seeds = [{"seed": recipe["seeds"][0], "test_nn1_accuracy": accuracy, "train_model_wall_seconds": train_model_s}]
+    seeds += [other_seed_run(name, workdir, threads, recipe, seed) for seed in recipe["seeds"][1:]]
+    mean_accuracy = float(np.mean([r["test_nn1_accuracy"] for r in seeds]))
+    mean_wall = float(np.mean([r["train_model_wall_seconds"] for r in seeds]))
+    ours["seeds"] = seeds
+    ours["mean_test_nn1_accuracy"] = mean_accuracy
+    ours["mean_train_model_wall_seconds"] = mean_wall
     time_to = reached[0] if reached else None
     budget = same_budget_run(name, workdir, threads, recipe, card, original["train_seconds"])
     result = {
@@ -309,9 +340,10 @@ def bench_dataset(name: str, workdir: Path, threads: int) -> dict[str, Any]:
     }
     result["targets"] = {
         "min_test_nn1_accuracy": recipe["min_accuracy"],
-        "accuracy_met": accuracy >= recipe["min_accuracy"],
+        "accuracy_of": f"mean of seeds {', '.join(map(str, recipe['seeds']))}",
+        "accuracy_met": mean_accuracy >= recipe["min_accuracy"],
         "max_train_model_seconds": recipe["max_train_model_seconds"],
-        "time_met": train_model_s <= recipe["max_train_model_seconds"],
+        "time_met": mean_wall <= recipe["max_train_model_seconds"],
         "time_to_original_accuracy_met": bool(time_to)
         and time_to["cumulative_train_seconds"] <= original["train_seconds"],
         "same_time_budget_beats_original": budget is not None
@@ -343,11 +375,12 @@ def main(argv: list[str] | None = None) -> int:
     gflops_after = matmul_gflops(args.threads)
     matmul = max(gflops_before, gflops_after)
     bf16_matmul = matmul_gflops(args.threads, dtype=torch.bfloat16)
+    peaks = {"fp32": matmul, "bf16": bf16_matmul}
     for r in results.values():
         for who in ("original", "ours"):
-            r[who]["fraction_of_fp32_matmul"] = r[who]["achieved_gflops"] / matmul
-        if r["ours"]["config"].get("precision") == "bf16":
-            r["ours"]["fraction_of_bf16_matmul"] = r["ours"]["achieved_gflops"] / bf16_matmul
+            # Against the matrix product of the precision it trained in (bf16 autocast: its convs and linears).
+            r[who]["matmul_peak_gflops"] = peaks[r[who]["precision"]]
+            r[who]["fraction_of_matmul_peak"] = r[who]["achieved_gflops"] / peaks[r[who]["precision"]]
     report = {
         "command": " ".join(["python", "bench/train.py", *(argv if argv is not None else sys.argv[1:])]),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
@@ -362,7 +395,13 @@ def main(argv: list[str] | None = None) -> int:
         },
         "matmul_fp32_gflops": {"n": 1024, "before": gflops_before, "after": gflops_after, "used": matmul},
         "matmul_bf16_gflops": bf16_matmul,
-        "flops_note": "achieved GFLOP/s = 3 x forward FLOPs (convs and linears, 2 per multiply-add) x images/s",
+        "flops_note": "achieved GFLOP/s = training FLOPs per image x images/s. Training FLOPs: forward and "
+        "backward of every conv and linear layer (ArcFace's included), from the layer shapes, 2 per multiply-add; "
+        "the backward is a weight gradient and an input gradient per layer (as many FLOPs as its forward each), "
+        "but no input gradient for the first layer (train_model.model.training_flops; equal to torch's "
+        "FlopCounterMode on a real step, a test checks). BatchNorm, pooling, activations and the optimizer are "
+        "not counted. Compared with a 1024^3 matrix product timed in the same run at the precision the recipe "
+        "trains in: ours bf16 autocast (where the CPU has AVX512-BF16/AMX), the original fp32.",
         "datasets": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
