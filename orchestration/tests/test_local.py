@@ -78,8 +78,9 @@ def check_timing(tasks, out):
     for t in steps:
         timing = t["timing"]
         assert timing["step"] == t["task"].rsplit("/", 1)[-1].replace("-", "_") and timing["exit_code"] == 0
-        # `python -m mnist_ct.<step>` is its process: the start-up is measured, and all of it fits in the wall time
-        assert 0 < timing["startup_s"] <= timing["total_s"] <= t["seconds"]
+        # `python -m mnist_ct.<step>` is its process: the start-up is measured, and all of it fits in the wall time,
+        # give or take the process start's resolution (/proc/self/stat counts clock ticks: 10 ms) and rounding
+        assert 0 < timing["startup_s"] <= timing["total_s"] <= t["seconds"] + 0.011
         assert timing["work_s"] == 0.0  # the fakes mark no work: all of their time is overhead
     assert f"  {'':<9} {'task':<32} {'wall s':>7} {'work':>7} {'overhead':>8} {'start-up':>8}" in out
     validate = next(t for t in steps if t["task"] == "condition-1/validate")
