@@ -106,8 +106,11 @@ def train_section(r: dict[str, Any]) -> str:
             f"({targets['accuracy_of']})",
             f"{'met' if targets['time_met'] else 'MISSED'}: train_model <= {targets['max_train_model_seconds']:.0f} s",
         ]
-        verdict += [f"missed: {k.removesuffix('_met')}" for k in targets if k.endswith("_met") and not targets[k]]
-        verdict = list(dict.fromkeys(v for v in verdict if not v.startswith(("missed: accuracy", "missed: time"))))
+        verdict += [
+            f"missed: {k.removesuffix('_met')}"
+            for k, met in targets.items()
+            if k.endswith("_met") and k not in ("accuracy_met", "time_met") and not met
+        ]
         seeds = ", ".join(
             f"seed {s['seed']} {pct(s['test_nn1_accuracy'])} ({s['train_model_wall_seconds']:.1f} s)"
             for s in u["seeds"]

@@ -208,6 +208,17 @@ def curve_of_ours(
     return curve
 
 
+def sibling_run(name: str, workdir: Path, suffix: str) -> RunPaths:
+    """Run `bench-<name>-<suffix>` with a fresh copy of run `bench-<name>`'s data set, to train again on it."""
+    paths = RunPaths(f"bench-{name}", workdir / "data", workdir / "model", workdir / "deploy")
+    sibling = RunPaths(f"bench-{name}-{suffix}", workdir / "data", workdir / "model", workdir / "deploy")
+    if sibling.dataset.exists():
+        shutil.rmtree(sibling.dataset)
+    sibling.dataset.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(paths.dataset, sibling.dataset)
+    return sibling
+
+
 def same_budget_run(
     name: str, workdir: Path, threads: int, recipe: dict[str, Any], card: dict[str, Any], budget_s: float
 ) -> dict[str, Any] | None:
@@ -216,12 +227,7 @@ def same_budget_run(
     epochs = int(budget_s // per_epoch)
     if epochs < 1:
         return None
-    paths = RunPaths(f"bench-{name}", workdir / "data", workdir / "model", workdir / "deploy")
-    short = RunPaths(f"bench-{name}-budget", workdir / "data", workdir / "model", workdir / "deploy")
-    if short.dataset.exists():
-        shutil.rmtree(short.dataset)
-    short.dataset.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(paths.dataset, short.dataset)
+    short = sibling_run(name, workdir, "budget")
     args = list(recipe["args"])
     if "--epochs" in args:
         del args[args.index("--epochs") : args.index("--epochs") + 2]
@@ -239,12 +245,7 @@ def same_budget_run(
 
 def other_seed_run(name: str, workdir: Path, threads: int, recipe: dict[str, Any], seed: int) -> dict[str, Any]:
     """train_model + embedding again on the same data set with another --seed; its accuracy and wall time."""
-    paths = RunPaths(f"bench-{name}", workdir / "data", workdir / "model", workdir / "deploy")
-    other = RunPaths(f"bench-{name}-seed{seed}", workdir / "data", workdir / "model", workdir / "deploy")
-    if other.dataset.exists():
-        shutil.rmtree(other.dataset)
-    other.dataset.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(paths.dataset, other.dataset)
+    other = sibling_run(name, workdir, f"seed{seed}")
     wall = step("train_model", other, "--threads", str(threads), *recipe["args"], "--seed", str(seed), quiet=True)
     step("embedding", other, "--threads", str(threads), quiet=True)
     _, emb = read_embeddings(other.embeddings)
