@@ -301,7 +301,7 @@ class Trainer:
         for module in net.modules():
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
                 module.reset_running_stats()
-                module.momentum = None  # a cumulative average over the batches: the statistics of all the images
+                module.momentum = None  # an equal-weight average of the batches' statistics, not a decaying one
         net.train()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16"):
             for chunk in torch.split(images, batch_size):
